@@ -1,0 +1,44 @@
+//! What the audit log records. Entries name who did what to which object, never
+//! personal data or secrets: ids, action names and small facts only.
+
+use crate::FamilyId;
+
+/// Who caused an audited event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The server itself (start, stop, maintenance).
+    System,
+    /// An operator using `cubby admin`.
+    Operator,
+}
+
+impl Actor {
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::System => "system".to_owned(),
+            Self::Operator => "operator".to_owned(),
+        }
+    }
+}
+
+/// One security-relevant event, before it is chained into the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub actor: Actor,
+    /// A dotted action name, e.g. `server.started`, `keys.rotated`.
+    pub action: &'static str,
+    /// The family the event concerns, if any (so it shows in that family's security events).
+    pub family_id: Option<FamilyId>,
+    /// A small JSON object of non-personal facts (ids, counts, versions).
+    pub detail: String,
+}
+
+impl AuditEvent {
+    pub fn system(action: &'static str, detail: impl Into<String>) -> Self {
+        Self { actor: Actor::System, action, family_id: None, detail: detail.into() }
+    }
+
+    pub fn operator(action: &'static str, detail: impl Into<String>) -> Self {
+        Self { actor: Actor::Operator, action, family_id: None, detail: detail.into() }
+    }
+}

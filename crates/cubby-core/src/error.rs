@@ -1,0 +1,97 @@
+//! The one error vocabulary. Every failure a client can see has a stable,
+//! machine-readable code and a human message; the HTTP layer maps codes to statuses.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Stable error codes. Clients match on these strings, so never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    MalformedJson,
+    /// The JSON is well-formed but does not have the expected fields or types.
+    InvalidBody,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the server accepts.
+    BodyTooLarge,
+    /// A path or query parameter is not valid.
+    InvalidParameter,
+    /// An id is not of the expected form.
+    InvalidId,
+    /// No such route, or no such object visible to the caller.
+    NotFound,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
+    /// The request took longer than the server allows.
+    Timeout,
+    /// The caller is not authenticated.
+    Unauthenticated,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// Too many requests; retry later.
+    RateLimited,
+    /// The server is shutting down or a dependency is unavailable.
+    Unavailable,
+    /// Something went wrong on the server; details are in its log, not here.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidBody => "invalid_body",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::InvalidId => "invalid_id",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout => "timeout",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::Conflict => "conflict",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A domain error: a code and a message safe to show to the caller.
+/// The message must never contain a secret or personal data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_and_match_their_serde_names() {
+        let code = ErrorCode::BodyTooLarge;
+        assert_eq!(serde_json::to_string(&code).ok().as_deref(), Some("\"body_too_large\""));
+        assert_eq!(code.as_str(), "body_too_large");
+    }
+}

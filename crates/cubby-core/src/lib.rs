@@ -1,0 +1,11 @@
+//! Cubby's domain: the types every other crate speaks, with no I/O.
+//!
+//! Nothing here touches a socket, a file or a database, so the rules can be read
+//! and tested on their own.
+
+pub mod audit;
+pub mod error;
+pub mod ids;
+
+pub use error::{Error, ErrorCode};
+pub use ids::FamilyId;

@@ -1,0 +1,53 @@
+-- Foundation: data keys, families, the audit log.
+-- Every row that belongs to a family carries family_id (the future sharding key).
+-- Times are milliseconds since the Unix epoch, set by the server.
+
+-- The system data key, wrapped by the master key (which never enters the database).
+CREATE TABLE system_keys (
+    owner          TEXT PRIMARY KEY,
+    master_key_id  TEXT NOT NULL,
+    wrapped_key    BLOB NOT NULL,
+    created_at     INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE families (
+    id          TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL,
+    -- sealed with the family's data key, bound to (families, name, id)
+    name_sealed BLOB NOT NULL
+) STRICT;
+
+-- One data key per family, wrapped by the master key. Deleting the row shreds every
+-- value sealed with it, including copies in old backups.
+CREATE TABLE family_keys (
+    family_id      TEXT PRIMARY KEY REFERENCES families (id) ON DELETE CASCADE,
+    master_key_id  TEXT NOT NULL,
+    wrapped_key    BLOB NOT NULL,
+    created_at     INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX family_keys_by_master ON family_keys (master_key_id);
+
+-- Append-only, hash-chained (HMAC with a key that is not in the database).
+CREATE TABLE audit_log (
+    seq        INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    family_id  TEXT,
+    detail     TEXT NOT NULL,
+    prev_mac   BLOB NOT NULL,
+    mac        BLOB NOT NULL
+) STRICT;
+
+CREATE INDEX audit_log_by_family ON audit_log (family_id, seq);
+
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
