@@ -1,0 +1,68 @@
+//! The HTTP layer: routes from [`crate::api`], wrapped in the limits and observers every
+//! request passes through.
+
+pub mod error;
+pub mod json;
+pub mod metrics;
+mod middleware;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Response};
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{ServerConfig, Vault};
+pub use error::{ApiError, ErrorBody};
+pub use json::ApiJson;
+pub use metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub metrics: Arc<Metrics>,
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+}
+
+/// The whole application: the API routes, their OpenAPI document, and the layers.
+pub fn app(vault: Arc<Vault>, config: &ServerConfig) -> Router {
+    build(crate::api::routes(), vault, config)
+}
+
+/// Wraps routes (documented with utoipa) in the middleware stack. Public so that tests
+/// can check the stack's behaviour on routes of their own.
+pub fn build(routes: OpenApiRouter<AppState>, vault: Arc<Vault>, config: &ServerConfig) -> Router {
+    let (router, openapi) = routes.split_for_parts();
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState { vault, metrics: metrics.clone(), openapi: Arc::new(openapi) };
+    router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(from_fn_with_state(config.request_timeout, middleware::deadline))
+        .layer(from_fn_with_state(metrics, middleware::observe))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cache-control"),
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// A panic is a bug: answer 500 in the API's shape (the panic message, which might hold
+/// request data, is not echoed or logged) and keep serving.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<axum::body::Body> {
+    tracing::error!("a request handler panicked");
+    ApiError::new(cubby_core::ErrorCode::Internal, "something went wrong on the server; it has been logged")
+        .into_response()
+}

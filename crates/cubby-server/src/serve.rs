@@ -1,0 +1,43 @@
+//! Running the server until asked to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum_server::Handle;
+
+use crate::{ServerConfig, Vault, http, tls};
+
+/// Serves until `shutdown` completes, then stops accepting, lets requests in flight
+/// finish (up to the grace period) and returns. The caller closes the store.
+pub async fn serve(
+    config: ServerConfig,
+    vault: Arc<Vault>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    config.check()?;
+    let tls = tls::rustls_config(&config.tls).await?;
+    let app = http::app(vault, &config).into_make_service_with_connect_info::<SocketAddr>();
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    let grace = config.shutdown_grace;
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        stopper.graceful_shutdown(Some(grace));
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let announcer = handle.clone();
+    tokio::spawn(async move {
+        if let Some(address) = announcer.listening().await {
+            tracing::info!("listening on {scheme}://{address}");
+        }
+    });
+
+    let result = match tls {
+        None => axum_server::bind(config.listen).handle(handle).serve(app).await,
+        Some(tls) => axum_server::bind_rustls(config.listen, tls).handle(handle).serve(app).await,
+    };
+    result.map_err(|e| format!("cannot serve on {}: {e}", config.listen))
+}

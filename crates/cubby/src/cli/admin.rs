@@ -1,0 +1,142 @@
+//! `cubby admin …`: the operator's tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cubby_core::audit::AuditEvent;
+use cubby_crypto::key_files::{KeyDir, MasterKeySource, read_key_file};
+use cubby_crypto::{Keyring, MasterKey};
+use cubby_server::vault::rotate_keys;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bootstrap;
+use crate::settings::StorageArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Re-wrap every data key under a new master key. Stop the server first. Safe to
+    /// interrupt: run it again and it resumes where it stopped.
+    RotateKeys(RotateKeysArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RotateKeysArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// Keys re-wrapped per transaction.
+    #[arg(long, default_value_t = 500)]
+    batch_size: i64,
+
+    /// Pause between batches, in milliseconds, to go easy on a busy database.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
+
+    /// When the master key comes from CUBBY_MASTER_KEY or --master-key-file: the new key
+    /// (64 hex digits, mode 0600). With the key directory, a new key is made there.
+    #[arg(long, value_name = "FILE")]
+    new_master_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the whole chain; name the first missing, edited or unchained entry.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+impl AdminCommand {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::RotateKeys(args) => rotate(args).await,
+            Self::Audit(AuditCommand::Verify(args)) => verify(args).await,
+        }
+    }
+}
+
+async fn rotate(args: RotateKeysArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.storage.resolve()?;
+    let key_dir = KeyDir::open(&settings.key_dir, &settings.data_dir)?;
+    let uses_key_dir = matches!(settings.master_key, MasterKeySource::KeyDir);
+    let loaded = key_dir.load_keyring(&settings.master_key)?;
+    let target: MasterKey = match (&args.new_master_key_file, uses_key_dir) {
+        (Some(path), _) => MasterKey::new(&read_key_file(path)?),
+        (None, true) => key_dir.next_master_key()?,
+        (None, false) => anyhow::bail!(
+            "the master key comes from outside the key directory: give the new one with --new-master-key-file"
+        ),
+    };
+    let keyring = Keyring::new(loaded.current().clone(), Some(target.clone()));
+    let opened = bootstrap::open_with(&settings, key_dir, keyring.clone()).await?;
+    let vault = &opened.vault;
+    let from = keyring.current().id().to_string();
+    let to = target.id().to_string();
+    let detail = format!(r#"{{"from":"{from}","to":"{to}"}}"#);
+    vault.audit().append(&AuditEvent::operator("keys.rotation_started", detail.clone())).await?;
+
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} keys ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("re-wrapping data keys");
+    let report = rotate_keys(
+        vault,
+        &keyring,
+        &target,
+        args.batch_size,
+        Duration::from_millis(args.pause_ms),
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await
+    .context("key rotation stopped; run the same command again to resume")?;
+    bar.finish();
+
+    vault.audit().append(&AuditEvent::operator("keys.rotated", detail)).await?;
+    if uses_key_dir && args.new_master_key_file.is_none() {
+        opened.key_dir.promote_next_master_key()?;
+        println!(
+            "Rotated: {} data keys now wrapped by master key {to} (re-wrapped {} this run). \
+             The old key {from} is deleted.",
+            report.total, report.rewrapped
+        );
+    } else {
+        println!(
+            "Rotated: {} data keys now wrapped by master key {to} (re-wrapped {} this run). \
+             Now replace the master key in your secrets manager with the new one, then restart.",
+            report.total, report.rewrapped
+        );
+    }
+    vault.store().close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.storage.resolve()?;
+    let opened = bootstrap::open(&settings).await?;
+    let report = opened.vault.audit().verify().await?;
+    opened.vault.store().close().await;
+    match report.problem {
+        None => {
+            println!("audit log OK: {} entries, chain intact", report.entries);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(problem) => {
+            eprintln!("audit log BROKEN: {problem} ({} entries before it verified)", report.entries);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

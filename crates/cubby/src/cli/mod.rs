@@ -1,0 +1,33 @@
+//! The command line.
+
+mod admin;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cubby", version, about = "Cubby: the secure backend for connected children's toys")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(crate::settings::ServeArgs),
+    /// Operator's tools: key rotation, audit log verification.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Admin(command) => command.run().await,
+        }
+    }
+}
