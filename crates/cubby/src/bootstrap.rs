@@ -21,11 +21,22 @@ pub struct Opened {
 pub async fn open(settings: &StorageSettings) -> anyhow::Result<Opened> {
     let key_dir = KeyDir::open(&settings.key_dir, &settings.data_dir)?;
     let keyring = key_dir.load_keyring(&settings.master_key)?;
-    open_with(settings, key_dir, keyring).await
+    let lock = lock(settings)?;
+    open_with(settings, lock, key_dir, keyring).await
 }
 
-pub async fn open_with(settings: &StorageSettings, key_dir: KeyDir, keyring: Keyring) -> anyhow::Result<Opened> {
-    let lock = DataDirLock::acquire(&settings.data_dir).map_err(anyhow::Error::msg)?;
+/// Locks the data directory (creating it if needed).
+pub fn lock(settings: &StorageSettings) -> anyhow::Result<DataDirLock> {
+    DataDirLock::acquire(&settings.data_dir).map_err(anyhow::Error::msg)
+}
+
+/// Opens the database and vault once the data directory is locked and the keys loaded.
+pub async fn open_with(
+    settings: &StorageSettings,
+    lock: DataDirLock,
+    key_dir: KeyDir,
+    keyring: Keyring,
+) -> anyhow::Result<Opened> {
     let url = settings.database_url.clone().unwrap_or_else(|| lock.default_database_url());
     let store = cubby_store::connect(&url).await.context("cannot open the database")?;
     let vault = Vault::open(store, keyring).await?;

@@ -70,6 +70,8 @@ async fn rotate(args: RotateKeysArgs) -> anyhow::Result<ExitCode> {
     let key_dir = KeyDir::open(&settings.key_dir, &settings.data_dir)?;
     let uses_key_dir = matches!(settings.master_key, MasterKeySource::KeyDir);
     let loaded = key_dir.load_keyring(&settings.master_key)?;
+    // Lock before making a new key: a refused rotation leaves nothing behind.
+    let lock = bootstrap::lock(&settings)?;
     let target: MasterKey = match (&args.new_master_key_file, uses_key_dir) {
         (Some(path), _) => MasterKey::new(&read_key_file(path)?),
         (None, true) => key_dir.next_master_key()?,
@@ -78,7 +80,7 @@ async fn rotate(args: RotateKeysArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let keyring = Keyring::new(loaded.current().clone(), Some(target.clone()));
-    let opened = bootstrap::open_with(&settings, key_dir, keyring.clone()).await?;
+    let opened = bootstrap::open_with(&settings, lock, key_dir, keyring.clone()).await?;
     let vault = &opened.vault;
     let from = keyring.current().id().to_string();
     let to = target.id().to_string();
