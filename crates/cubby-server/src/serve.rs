@@ -2,22 +2,23 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use axum::Router;
 use axum_server::Handle;
 
-use crate::{ServerConfig, Vault, http, tls};
+use crate::{ServerConfig, tls};
 
-/// Serves until `shutdown` completes, then stops accepting, lets requests in flight
-/// finish (up to the grace period) and returns. The caller closes the store.
+/// Serves `app` (see [`crate::http::app`]) until `shutdown` completes, then stops
+/// accepting, lets requests in flight finish (up to the grace period) and returns.
+/// The caller closes the store.
 pub async fn serve(
     config: ServerConfig,
-    vault: Arc<Vault>,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     config.check()?;
     let tls = tls::rustls_config(&config.tls).await?;
-    let app = http::app(vault, &config).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
 
     let handle: Handle<SocketAddr> = Handle::new();
     let grace = config.shutdown_grace;

@@ -25,7 +25,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
         .await?;
 
-    let served = cubby_server::serve(settings.server, vault.clone(), shutdown_signal()).await;
+    let app = cubby_server::http::app(vault.clone(), &settings.server);
+    let served = cubby_server::serve(settings.server, app, shutdown_signal()).await;
     if served.is_ok() {
         vault.audit().append(&AuditEvent::system("server.stopped", "{}")).await?;
     }
