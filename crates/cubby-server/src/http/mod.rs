@@ -46,6 +46,9 @@ pub fn build(routes: OpenApiRouter<AppState>, vault: Arc<Vault>, config: &Server
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn_with_state(config.request_timeout, middleware::deadline))
+        // Inside `observe` and the header layers, so a panic's 500 is logged, counted and
+        // carries the same headers as every other answer.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(metrics, middleware::observe))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
@@ -55,7 +58,6 @@ pub fn build(routes: OpenApiRouter<AppState>, vault: Arc<Vault>, config: &Server
             HeaderName::from_static("cache-control"),
             HeaderValue::from_static("no-store"),
         ))
-        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 
