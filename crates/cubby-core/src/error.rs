@@ -33,8 +33,24 @@ pub enum ErrorCode {
     Forbidden,
     /// The request conflicts with the current state.
     Conflict,
-    /// Too many requests; retry later.
+    /// Too many requests; retry later (see the Retry-After header).
     RateLimited,
+    /// The password is too short or too common.
+    WeakPassword,
+    /// The email and password do not match an account (or the account does not exist).
+    InvalidCredentials,
+    /// The account's email address has not been verified yet.
+    EmailNotVerified,
+    /// A token (email verification, password reset, invite, consent) is unknown, used or expired.
+    InvalidToken,
+    /// Parental consent to the current privacy notice is needed first.
+    ConsentRequired,
+    /// The last guardian cannot leave a family; delete the family instead.
+    LastGuardian,
+    /// A cookie-authenticated change came without the CSRF token.
+    CsrfRejected,
+    /// This consent method is not available on this server.
+    MethodUnavailable,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -57,6 +73,14 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::Conflict => "conflict",
             Self::RateLimited => "rate_limited",
+            Self::WeakPassword => "weak_password",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::InvalidToken => "invalid_token",
+            Self::ConsentRequired => "consent_required",
+            Self::LastGuardian => "last_guardian",
+            Self::CsrfRejected => "csrf_rejected",
+            Self::MethodUnavailable => "method_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

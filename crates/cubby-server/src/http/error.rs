@@ -14,6 +14,8 @@ use utoipa::ToSchema;
 pub struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
+    /// Seconds, for `rate_limited`: sent as the Retry-After header.
+    retry_after: Option<u64>,
 }
 
 /// The body of every error response.
@@ -34,7 +36,15 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 with Retry-After: the caller may try again after `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(ErrorCode::RateLimited, "too many attempts; wait before trying again")
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -79,6 +89,14 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::WeakPassword => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        ErrorCode::EmailNotVerified => StatusCode::FORBIDDEN,
+        ErrorCode::InvalidToken => StatusCode::BAD_REQUEST,
+        ErrorCode::ConsentRequired => StatusCode::FORBIDDEN,
+        ErrorCode::LastGuardian => StatusCode::CONFLICT,
+        ErrorCode::CsrfRejected => StatusCode::FORBIDDEN,
+        ErrorCode::MethodUnavailable => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -96,6 +114,9 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message.into_owned() },
         };
         let mut response = (status_for(self.code), Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         // The metrics layer reads the code from here.
         response.extensions_mut().insert(self.code);
         response
