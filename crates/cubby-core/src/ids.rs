@@ -1,39 +1,59 @@
 //! Identifiers. Ids are random (UUID v4), never sequential, so one id says nothing
 //! about how many others exist or which ones are near it.
 
-use std::fmt;
-use std::str::FromStr;
+/// Defines a UUID-backed id type that parses strictly and displays hyphenated.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
 
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+        impl $name {
+            pub fn random() -> Self {
+                Self(uuid::Uuid::new_v4())
+            }
+        }
 
-/// A family: the unit that owns children, devices, conversations and data keys.
-/// Every row that belongs to a family carries this id (the sharding key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FamilyId(Uuid);
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.as_hyphenated().fmt(f)
+            }
+        }
 
-impl FamilyId {
-    pub fn random() -> Self {
-        Self(Uuid::new_v4())
-    }
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| crate::Error::new(crate::ErrorCode::InvalidId, "not a valid id"))
+            }
+        }
+    };
 }
 
-impl fmt::Display for FamilyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.as_hyphenated().fmt(f)
-    }
-}
-
-impl FromStr for FamilyId {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| crate::Error::new(crate::ErrorCode::InvalidId, "not a valid id"))
-    }
-}
+random_id!(
+    /// A family: the unit that owns children, devices, conversations and data keys.
+    /// Every row that belongs to a family carries this id (the sharding key).
+    FamilyId
+);
+random_id!(
+    /// A guardian's account (an adult; children have no accounts).
+    AccountId
+);
+random_id!(
+    /// A child's profile within one family.
+    ChildId
+);
+random_id!(
+    /// A signed-in session, as shown in "my sessions" (never the secret token).
+    SessionId
+);
+random_id!(
+    /// A consent record.
+    ConsentId
+);
 
 #[cfg(test)]
 mod tests {
@@ -44,6 +64,7 @@ mod tests {
         let id = FamilyId::random();
         assert_eq!(id.to_string().parse::<FamilyId>().ok(), Some(id));
         assert!("1 OR 1=1".parse::<FamilyId>().is_err());
-        assert!("".parse::<FamilyId>().is_err());
+        assert!("".parse::<AccountId>().is_err());
+        assert_ne!(ChildId::random(), ChildId::random());
     }
 }

@@ -6,6 +6,9 @@
 pub mod audit;
 pub mod error;
 pub mod ids;
+pub mod password_rules;
+pub mod policy;
+pub mod validation;
 
 pub use error::{Error, ErrorCode};
-pub use ids::FamilyId;
+pub use ids::{AccountId, ChildId, ConsentId, FamilyId, SessionId};

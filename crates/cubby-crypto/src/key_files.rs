@@ -18,6 +18,8 @@ use crate::{CryptoError, Keyring, MasterKey, SecretKey};
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// Present only while a key rotation is under way.
 pub const NEXT_MASTER_KEY_FILE: &str = "master.next.key";
+/// The password pepper: Argon2's secret input for every password hash.
+pub const PEPPER_FILE: &str = "pepper.key";
 
 /// Where the current master key comes from.
 #[derive(Clone, Debug)]
@@ -39,8 +41,8 @@ impl KeyDir {
     /// Opens the key directory, creating it (mode 0700) if it does not exist, after
     /// checking that it is not inside the data directory and that its files are private.
     pub fn open(key_dir: &Path, data_dir: &Path) -> Result<Self, CryptoError> {
-        let key_dir_abs = resolve(key_dir)?;
-        let data_dir_abs = resolve(data_dir)?;
+        let key_dir_abs = resolve_path(key_dir)?;
+        let data_dir_abs = resolve_path(data_dir)?;
         if key_dir_abs.starts_with(&data_dir_abs) {
             return Err(CryptoError::key_file(
                 key_dir,
@@ -129,6 +131,21 @@ impl KeyDir {
         Ok(MasterKey::new(&read_key_file(&path)?))
     }
 
+    /// The password pepper (Argon2's secret input), creating `pepper.key` (32 random bytes
+    /// as 64 hex digits, mode 0600) on first call and reading it afterwards.
+    ///
+    /// The pepper is separate from the master key on purpose: `cubby admin rotate-keys`
+    /// rotates the master key but not the pepper, since changing the pepper would
+    /// invalidate every password. Losing this file locks every account out, so it is
+    /// backed up with the master key (and, like it, never with the data).
+    pub fn password_pepper(&self) -> Result<SecretKey, CryptoError> {
+        let path = self.file(PEPPER_FILE);
+        if !path.exists() {
+            write_private_file(&path, SecretKey::random()?.to_hex().as_bytes())?;
+        }
+        read_key_file(&path)
+    }
+
     /// Ends a key rotation: the next key replaces the current one, atomically.
     /// The old key is gone afterwards, which is the point of rotating it.
     pub fn promote_next_master_key(&self) -> Result<(), CryptoError> {
@@ -193,7 +210,7 @@ fn sync_dir(dir: &Path) -> Result<(), CryptoError> {
 /// The absolute, symlink-free form of a path that may not exist yet: `..` is removed,
 /// then the longest existing ancestor is canonicalised and the rest appended, so `a/../b`
 /// tricks and symlinks cannot hide that one directory is inside another.
-fn resolve(path: &Path) -> Result<PathBuf, CryptoError> {
+pub fn resolve_path(path: &Path) -> Result<PathBuf, CryptoError> {
     let absolute = std::path::absolute(path).map_err(|e| CryptoError::key_file(path, e.to_string()))?;
     let mut existing = PathBuf::new();
     for component in absolute.components() {
@@ -256,6 +273,28 @@ mod tests {
         fs::set_permissions(keys.file(MASTER_KEY_FILE), fs::Permissions::from_mode(0o644))?;
         let err = KeyDir::open(&keys_path, &root.path().join("data")).err().ok_or("accepted")?;
         assert!(err.to_string().contains("chmod 600"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn password_pepper_is_created_once_private_and_separate_from_the_master_key() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let keys_path = root.path().join("keys");
+        let keys = KeyDir::open(&keys_path, &root.path().join("data"))?;
+        assert!(!keys.file(PEPPER_FILE).exists());
+        let first = keys.password_pepper()?;
+        assert_eq!(fs::metadata(keys.file(PEPPER_FILE))?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(keys.password_pepper()?.bytes(), first.bytes(), "stable across calls");
+        let reopened = KeyDir::open(&keys_path, &root.path().join("data"))?;
+        assert_eq!(reopened.password_pepper()?.bytes(), first.bytes(), "stable across restarts");
+        let master = read_key_file(&keys.file(MASTER_KEY_FILE)).ok();
+        assert!(master.is_none(), "the pepper must not create or be the master key");
+        keys.load_keyring(&MasterKeySource::KeyDir)?;
+        assert_ne!(read_key_file(&keys.file(MASTER_KEY_FILE))?.bytes(), first.bytes());
+        fs::set_permissions(keys.file(PEPPER_FILE), fs::Permissions::from_mode(0o644))?;
+        let err = KeyDir::open(&keys_path, &root.path().join("data")).err().ok_or("accepted")?;
+        assert!(err.to_string().contains("chmod 600") && err.to_string().contains(PEPPER_FILE), "{err}");
+        assert!(keys.password_pepper().is_err(), "a readable pepper is refused on read too");
         Ok(())
     }
 

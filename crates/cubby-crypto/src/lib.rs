@@ -9,6 +9,8 @@
 //! - **sealed fields** are XChaCha20-Poly1305 ciphertexts bound by associated data to their
 //!   table, column and row, so a ciphertext moved to another row no longer opens;
 //! - **blind indexes** are HMAC-SHA-256 of a normalised value, for equality lookups.
+//! - **passwords** are Argon2id hashes, salted per hash and peppered with a key from the
+//!   key directory that is not the master key (see [`key_files::KeyDir::password_pepper`]).
 //!
 //! Every primitive comes from RustCrypto; this crate only composes them.
 
@@ -18,6 +20,7 @@ pub mod blind_index;
 mod error;
 pub mod key_files;
 pub mod keyring;
+pub mod password;
 mod secret;
 
 pub use aead_key::{DataKey, FieldContext};
@@ -25,4 +28,5 @@ pub use audit_chain::{AuditChainKey, ChainMac};
 pub use blind_index::BlindIndexKey;
 pub use error::CryptoError;
 pub use keyring::{Keyring, MasterKey, MasterKeyId, SystemKey};
+pub use password::{PasswordHasher, Verification};
 pub use secret::{SecretKey, random_bytes};

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod data_dir;
 pub mod http;
+pub mod mail;
 pub mod serve;
 pub mod tls;
 pub mod vault;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use cubby_core::FamilyId;
 use cubby_store::{
-    AuditTail, FamilyRow, KeyOwner, NewAuditRow, Rewrap, SqlStore, Store, StoreError, WrappedKey,
+    AuditStore, AuditTail, FamilyRow, FamilyStore, KeyOwner, KeyStore, NewAuditRow, Rewrap, SqlStore, Store,
+    StoreError, WrappedKey,
 };
 use sqlx::Connection;
 
@@ -50,11 +51,11 @@ fn family(name_sealed: &[u8]) -> FamilyRow {
 
 async fn reopening_keeps_data_and_migrations_are_idempotent(h: Harness) -> TestResult {
     let f = family(b"sealed-name");
-    h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"wrapped")).await?;
+    h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"wrapped"), None).await?;
     h.store.close().await;
     let reopened = SqlStore::connect(&h.url).await?;
     assert_eq!(reopened.family(f.id).await?, Some(f.clone()));
-    assert_eq!(reopened.family_key(f.id).await?.map(|k| k.wrapped_key), Some(b"wrapped".to_vec()));
+    assert_eq!(reopened.data_key(KeyOwner::Family(f.id)).await?.map(|k| k.wrapped_key), Some(b"wrapped".to_vec()));
     reopened.close().await;
     Ok(())
 }
@@ -63,13 +64,13 @@ async fn families_round_trip_and_deletion_shreds_the_key(h: Harness) -> TestResu
     let store = &h.store;
     let a = family(&[0, 1, 2, 255]);
     let b = family(b"other");
-    store.create_family(&a, &key(KeyOwner::Family(a.id), "m1", b"ka")).await?;
-    store.create_family(&b, &key(KeyOwner::Family(b.id), "m1", b"kb")).await?;
+    store.create_family(&a, &key(KeyOwner::Family(a.id), "m1", b"ka"), None).await?;
+    store.create_family(&b, &key(KeyOwner::Family(b.id), "m1", b"kb"), None).await?;
     assert_eq!(store.family(a.id).await?, Some(a.clone()));
     assert_eq!(store.family(FamilyId::random()).await?, None);
     assert!(store.delete_family(a.id).await?);
     assert_eq!(store.family(a.id).await?, None);
-    assert_eq!(store.family_key(a.id).await?, None, "deleting a family must destroy its key");
+    assert_eq!(store.data_key(KeyOwner::Family(a.id)).await?, None, "deleting a family must destroy its key");
     assert!(!store.delete_family(a.id).await?);
     assert_eq!(store.family(b.id).await?, Some(b), "other families are untouched");
     Ok(())
@@ -78,12 +79,12 @@ async fn families_round_trip_and_deletion_shreds_the_key(h: Harness) -> TestResu
 async fn a_duplicate_family_is_a_conflict_and_writes_nothing(h: Harness) -> TestResult {
     let store = &h.store;
     let a = family(b"first");
-    store.create_family(&a, &key(KeyOwner::Family(a.id), "m1", b"k1")).await?;
+    store.create_family(&a, &key(KeyOwner::Family(a.id), "m1", b"k1"), None).await?;
     let again = FamilyRow { name_sealed: b"second".to_vec(), ..a.clone() };
-    let err = store.create_family(&again, &key(KeyOwner::Family(a.id), "m2", b"k2")).await;
+    let err = store.create_family(&again, &key(KeyOwner::Family(a.id), "m2", b"k2"), None).await;
     assert!(matches!(err, Err(StoreError::Conflict)), "{err:?}");
     assert_eq!(store.family(a.id).await?, Some(a.clone()));
-    assert_eq!(store.family_key(a.id).await?.map(|k| k.master_key_id), Some("m1".to_owned()));
+    assert_eq!(store.data_key(KeyOwner::Family(a.id)).await?.map(|k| k.master_key_id), Some("m1".to_owned()));
     Ok(())
 }
 
@@ -104,7 +105,7 @@ async fn rewrapping_is_conditional_and_counted(h: Harness) -> TestResult {
     let mut ids = Vec::new();
     for i in 0..5u8 {
         let f = family(&[i]);
-        store.create_family(&f, &key(KeyOwner::Family(f.id), "old", &[i])).await?;
+        store.create_family(&f, &key(KeyOwner::Family(f.id), "old", &[i]), None).await?;
         ids.push(f.id);
     }
     let pending = store.keys_not_wrapped_by("new", 100).await?;
@@ -182,7 +183,7 @@ async fn hostile_text_is_stored_as_data_not_sql(h: Harness) -> TestResult {
     let row = h.store.append_audit(&|tail| chained_entry(tail, hostile.to_owned())).await?;
     assert_eq!(row.detail, hostile);
     let f = family(hostile.as_bytes());
-    h.store.create_family(&f, &key(KeyOwner::Family(f.id), hostile, b"k")).await?;
+    h.store.create_family(&f, &key(KeyOwner::Family(f.id), hostile, b"k"), None).await?;
     assert_eq!(h.store.family(f.id).await?.map(|f| f.name_sealed), Some(hostile.as_bytes().to_vec()));
     assert_eq!(h.store.keys_not_wrapped_by(hostile, 10).await?.len(), 0);
     assert_eq!(h.store.keys_not_wrapped_by("' OR '1'='1", 10).await?.len(), 1);

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod throttle;
 mod middleware;
 
 use std::sync::Arc;

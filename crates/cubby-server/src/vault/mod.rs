@@ -100,7 +100,7 @@ impl Vault {
             wrapped_key: self.keyring.current().wrap(&key, &owner.label())?,
             created_at: family.created_at,
         };
-        self.store.create_family(&family, &wrapped).await?;
+        self.store.create_family(&family, &wrapped, None).await?;
         Ok(id)
     }
 
@@ -115,7 +115,7 @@ impl Vault {
     }
 
     async fn family_key(&self, id: FamilyId) -> Result<Option<DataKey>, VaultError> {
-        let Some(stored) = self.store.family_key(id).await? else { return Ok(None) };
+        let Some(stored) = self.store.data_key(KeyOwner::Family(id)).await? else { return Ok(None) };
         let key = self.keyring.unwrap_key(&stored.master_key_id, &stored.wrapped_key, &stored.owner.label())?;
         Ok(Some(key))
     }
