@@ -1,7 +1,7 @@
 //! What the audit log records. Entries name who did what to which object, never
 //! personal data or secrets: ids, action names and small facts only.
 
-use crate::FamilyId;
+use crate::{AccountId, FamilyId};
 
 /// Who caused an audited event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +10,10 @@ pub enum Actor {
     System,
     /// An operator using `cubby admin`.
     Operator,
+    /// A signed-in guardian.
+    Account(AccountId),
+    /// Someone not signed in (e.g. a failed login for an unknown address).
+    Anonymous,
 }
 
 impl Actor {
@@ -17,6 +21,8 @@ impl Actor {
         match self {
             Self::System => "system".to_owned(),
             Self::Operator => "operator".to_owned(),
+            Self::Account(id) => format!("account:{id}"),
+            Self::Anonymous => "anonymous".to_owned(),
         }
     }
 }
@@ -36,6 +42,10 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub fn system(action: &'static str, detail: impl Into<String>) -> Self {
         Self { actor: Actor::System, action, family_id: None, detail: detail.into() }
+    }
+
+    pub fn new(actor: Actor, action: &'static str, family_id: Option<FamilyId>, detail: impl Into<String>) -> Self {
+        Self { actor, action, family_id, detail: detail.into() }
     }
 
     pub fn operator(action: &'static str, detail: impl Into<String>) -> Self {

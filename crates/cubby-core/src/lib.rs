@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod password_rules;
 pub mod policy;
+pub mod privacy_notice;
 pub mod validation;
 
 pub use error::{Error, ErrorCode};

@@ -22,6 +22,7 @@ pub mod key_files;
 pub mod keyring;
 pub mod password;
 mod secret;
+pub mod token;
 
 pub use aead_key::{DataKey, FieldContext};
 pub use audit_chain::{AuditChainKey, ChainMac};
@@ -30,3 +31,4 @@ pub use error::CryptoError;
 pub use keyring::{Keyring, MasterKey, MasterKeyId, SystemKey};
 pub use password::{PasswordHasher, Verification};
 pub use secret::{SecretKey, random_bytes};
+pub use token::{new_token, token_hash};

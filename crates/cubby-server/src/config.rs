@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cubby_core::privacy_notice::PrivacyNotice;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -15,6 +17,18 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub session_max_age: Duration,
+    /// Accounts unused this long are warned by email, then deleted `account_idle_grace` later.
+    pub account_idle: Duration,
+    pub account_idle_grace: Duration,
+    /// How often idle accounts are looked for.
+    pub idle_sweep_every: Duration,
+    /// The address people reach this server at, for links in emails.
+    pub public_url: String,
+    pub privacy_notice: PrivacyNotice,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +66,13 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            session_idle: Duration::from_secs(12 * 3600),
+            session_max_age: Duration::from_secs(30 * 24 * 3600),
+            account_idle: Duration::from_secs(548 * 24 * 3600),
+            account_idle_grace: Duration::from_secs(30 * 24 * 3600),
+            idle_sweep_every: Duration::from_secs(3600),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            privacy_notice: PrivacyNotice::default_notice(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod data_dir;
 pub mod http;
+pub mod idle_accounts;
 pub mod mail;
 pub mod serve;
 pub mod tls;

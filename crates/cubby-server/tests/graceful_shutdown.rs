@@ -24,7 +24,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_refuses_new_ones() -> TestR
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let config = ServerConfig { listen: ([127, 0, 0, 1], port).into(), ..ServerConfig::default() };
     let routes = cubby_server::api::routes().route("/test/slow", get(slow));
-    let app = cubby_server::http::build(routes, vault.clone(), &config);
+    let app = cubby_server::http::build(routes, services(&dir, vault.clone())?, &config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cubby_server::serve(config, app, async move {
         let _ = stopped.await;
@@ -52,4 +52,17 @@ async fn shutdown_lets_requests_in_flight_finish_and_refuses_new_ones() -> TestR
     assert!(fresh.is_err(), "a stopped server must not accept connections");
     vault.store().close().await;
     Ok(())
+}
+
+/// The server's parts over a vault: mail to an outbox beside the data, a fresh pepper.
+fn services(
+    dir: &tempfile::TempDir,
+    vault: std::sync::Arc<cubby_server::Vault>,
+) -> Result<cubby_server::http::Services, Box<dyn std::error::Error + Send + Sync>> {
+    let outbox = cubby_server::mail::OutboxMailer::open(&dir.path().join("outbox"), &dir.path().join("data"))?;
+    Ok(cubby_server::http::Services {
+        vault,
+        mailer: std::sync::Arc::new(outbox),
+        passwords: std::sync::Arc::new(cubby_crypto::PasswordHasher::new(cubby_crypto::SecretKey::random()?)),
+    })
 }

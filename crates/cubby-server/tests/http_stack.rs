@@ -74,7 +74,7 @@ impl TestServer {
             .route("/test/echo", post(echo))
             .route("/test/slow", get(slow))
             .route("/test/panic", get(panic_handler));
-        let app = cubby_server::http::build(routes, vault, &config);
+        let app = cubby_server::http::build(routes, services(&dir, vault)?, &config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -413,4 +413,17 @@ async fn no_secret_a_request_carries_reaches_the_log() -> TestResult {
     }
     assert!(text.contains(r#""target":"cubby::http""#), "no request lines in the log:\n{text}");
     Ok(())
+}
+
+/// The server's parts over a vault: mail to an outbox beside the data, a fresh pepper.
+fn services(
+    dir: &tempfile::TempDir,
+    vault: std::sync::Arc<cubby_server::Vault>,
+) -> Result<cubby_server::http::Services, Box<dyn std::error::Error>> {
+    let outbox = cubby_server::mail::OutboxMailer::open(&dir.path().join("outbox"), &dir.path().join("data"))?;
+    Ok(cubby_server::http::Services {
+        vault,
+        mailer: std::sync::Arc::new(outbox),
+        passwords: std::sync::Arc::new(cubby_crypto::PasswordHasher::new(cubby_crypto::SecretKey::random()?)),
+    })
 }

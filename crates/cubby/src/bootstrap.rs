@@ -4,12 +4,17 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cubby_crypto::Keyring;
+use cubby_crypto::{Keyring, PasswordHasher};
 use cubby_crypto::key_files::KeyDir;
 use cubby_server::Vault;
 use cubby_server::data_dir::DataDirLock;
 
 use crate::settings::StorageSettings;
+
+/// The password hasher, peppered from the key directory.
+pub fn password_hasher(key_dir: &KeyDir) -> anyhow::Result<Arc<PasswordHasher>> {
+    Ok(Arc::new(PasswordHasher::new(key_dir.password_pepper()?)))
+}
 
 pub struct Opened {
     /// Held until the command ends: no second process works on the same data.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cubby_crypto::key_files::MasterKeySource;
+use cubby_core::privacy_notice::PrivacyNotice;
 use cubby_server::config::{ServerConfig, TlsSettings};
+use cubby_server::mail::MailSettings;
 use serde::Deserialize;
 
 use crate::logging::LogFormat;
@@ -85,6 +87,65 @@ pub struct ServeArgs {
     /// Log level or filter (tracing's EnvFilter syntax, e.g. "info,cubby=debug"). [default: info]
     #[arg(long, env = "CUBBY_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// The address people reach this server at, for links in emails.
+    /// [default: http(s)://ADDR of --listen]
+    #[arg(long, env = "CUBBY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Without SMTP, mail (sign-up links, resets, invitations) is written here for the
+    /// operator, one file per message. Must not be inside the data directory. [default: ./cubby-outbox]
+    #[arg(long, env = "CUBBY_OUTBOX_DIR", value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
+
+    /// Send mail over SMTP with TLS instead: smtps://USER:PASS@HOST:465 or
+    /// smtp://USER:PASS@HOST:587?tls=required (put it in the environment: it holds a password).
+    #[arg(long, env = "CUBBY_SMTP_URL", value_name = "URL", hide_env_values = true, requires = "mail_from")]
+    pub smtp_url: Option<String>,
+
+    /// The From address for SMTP mail.
+    #[arg(long, env = "CUBBY_MAIL_FROM", value_name = "ADDR")]
+    pub mail_from: Option<String>,
+
+    /// The privacy notice (TOML: version, material_since, operator_contact, [[sections]]
+    /// title/body). [default: the notice built into Cubby]
+    #[arg(long, env = "CUBBY_PRIVACY_NOTICE", value_name = "FILE")]
+    pub privacy_notice: Option<PathBuf>,
+
+    /// A session unused this long ends (e.g. 30m, 12h, 7d). [default: 12h]
+    #[arg(long, env = "CUBBY_SESSION_IDLE", value_name = "DURATION", value_parser = parse_duration)]
+    pub session_idle: Option<Duration>,
+
+    /// A session ends this long after sign-in. [default: 30d]
+    #[arg(long, env = "CUBBY_SESSION_MAX_AGE", value_name = "DURATION", value_parser = parse_duration)]
+    pub session_max_age: Option<Duration>,
+
+    /// Accounts unused this long are warned, then deleted after --account-idle-grace. [default: 548d]
+    #[arg(long, env = "CUBBY_ACCOUNT_IDLE", value_name = "DURATION", value_parser = parse_duration)]
+    pub account_idle: Option<Duration>,
+
+    /// Time between the idle warning and deletion. [default: 30d]
+    #[arg(long, env = "CUBBY_ACCOUNT_IDLE_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub account_idle_grace: Option<Duration>,
+
+    /// How often to look for idle accounts. [default: 1h]
+    #[arg(long, env = "CUBBY_IDLE_SWEEP_EVERY", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_sweep_every: Option<Duration>,
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` (or plain seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    value.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// The TOML file: the same settings, all optional. Unknown keys are an error, so a typo
@@ -105,6 +166,26 @@ struct FileSettings {
     request_timeout_secs: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    public_url: Option<String>,
+    outbox_dir: Option<PathBuf>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    privacy_notice: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    session_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    session_max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    account_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    account_idle_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    idle_sweep_every: Option<Duration>,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
 }
 
 fn read_file_settings(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -149,6 +230,7 @@ fn resolve_storage(args: &StorageArgs, file: &FileSettings) -> StorageSettings {
 
 pub struct ServeSettings {
     pub storage: StorageSettings,
+    pub mail: MailSettings,
     pub server: ServerConfig,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -173,8 +255,22 @@ impl ServeArgs {
             }
             (None, None) => TlsSettings::None,
         };
+        let listen = self.listen.or(file.listen).unwrap_or(defaults.listen);
+        let scheme = if tls == TlsSettings::None { "http" } else { "https" };
+        let public_url = self.public_url.clone().or_else(|| file.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{listen}"));
+        let privacy_notice = match self.privacy_notice.clone().or_else(|| file.privacy_notice.clone()) {
+            Some(path) => read_notice(&path)?,
+            None => PrivacyNotice::default_notice(),
+        };
+        let mail = match (self.smtp_url.clone().or_else(|| file.smtp_url.clone()), self.mail_from.clone().or_else(|| file.mail_from.clone())) {
+            (Some(url), Some(from)) => MailSettings::Smtp { url, from },
+            (Some(_), None) => anyhow::bail!("give --mail-from with --smtp-url"),
+            _ => MailSettings::Outbox {
+                dir: self.outbox_dir.clone().or_else(|| file.outbox_dir.clone()).unwrap_or_else(|| "cubby-outbox".into()),
+            },
+        };
         let server = ServerConfig {
-            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            listen,
             tls,
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
             request_timeout: self
@@ -182,14 +278,34 @@ impl ServeArgs {
                 .or(file.request_timeout_secs)
                 .map_or(defaults.request_timeout, Duration::from_secs),
             shutdown_grace: defaults.shutdown_grace,
+            session_idle: self.session_idle.or(file.session_idle).unwrap_or(defaults.session_idle),
+            session_max_age: self.session_max_age.or(file.session_max_age).unwrap_or(defaults.session_max_age),
+            account_idle: self.account_idle.or(file.account_idle).unwrap_or(defaults.account_idle),
+            account_idle_grace: self.account_idle_grace.or(file.account_idle_grace).unwrap_or(defaults.account_idle_grace),
+            idle_sweep_every: self.idle_sweep_every.or(file.idle_sweep_every).unwrap_or(defaults.idle_sweep_every),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            privacy_notice,
         };
         Ok(ServeSettings {
             storage,
+            mail,
             server,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             log_level: self.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".to_owned()),
         })
     }
+}
+
+fn read_notice(path: &Path) -> anyhow::Result<PrivacyNotice> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let notice: PrivacyNotice =
+        toml::from_str(&text).with_context(|| format!("{} is not a valid privacy notice", path.display()))?;
+    anyhow::ensure!(
+        notice.material_since >= 1 && notice.material_since <= notice.version,
+        "{}: material_since must be between 1 and version",
+        path.display()
+    );
+    Ok(notice)
 }
 
 #[cfg(test)]
@@ -211,6 +327,16 @@ mod tests {
         assert_eq!(settings.server.listen.port(), 9999);
         assert_eq!(settings.server.max_body_bytes, ServerConfig::default().max_body_bytes);
         Ok(())
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("548d"), Ok(Duration::from_secs(548 * 86_400)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //! registered with `routes!`, so the OpenAPI document is generated from the routes
 //! themselves and cannot miss one.
 
+pub mod accounts;
+pub mod children;
+pub mod consent;
+pub mod families;
 pub mod health;
 pub mod openapi;
+pub mod sessions;
+mod support;
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,4 +34,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(accounts::sign_up))
+        .routes(routes!(accounts::verify_email))
+        .routes(routes!(accounts::request_reset))
+        .routes(routes!(accounts::confirm_reset))
+        .routes(routes!(accounts::me, accounts::delete_me))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(sessions::login, sessions::list, sessions::sign_out_all))
+        .routes(routes!(sessions::sign_out_one))
+        .routes(routes!(sessions::sign_out))
+        .routes(routes!(families::create, families::list))
+        .routes(routes!(families::get, families::delete))
+        .routes(routes!(families::invite))
+        .routes(routes!(families::accept_invite))
+        .routes(routes!(families::leave))
+        .routes(routes!(families::security_events))
+        .routes(routes!(families::export))
+        .routes(routes!(consent::privacy_notice))
+        .routes(routes!(consent::get_consent, consent::give_consent, consent::withdraw_consent))
+        .routes(routes!(consent::confirm_consent))
+        .routes(routes!(consent::set_third_party))
+        .routes(routes!(children::create, children::list))
+        .routes(routes!(children::get, children::update, children::delete))
+        .routes(routes!(children::export))
 }

@@ -132,3 +132,21 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
+
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(error: crate::vault::VaultError) -> Self {
+        Self::internal(&error)
+    }
+}
+
+impl From<cubby_store::StoreError> for ApiError {
+    fn from(error: cubby_store::StoreError) -> Self {
+        Self::internal(&error)
+    }
+}
+
+impl From<cubby_crypto::CryptoError> for ApiError {
+    fn from(error: cubby_crypto::CryptoError) -> Self {
+        Self::internal(&error)
+    }
+}

@@ -1,6 +1,8 @@
 //! The HTTP layer: routes from [`crate::api`], wrapped in the limits and observers every
 //! request passes through.
 
+pub mod auth;
+pub mod client;
 pub mod error;
 pub mod json;
 pub mod metrics;
@@ -18,30 +20,68 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 
+use cubby_crypto::PasswordHasher;
+
+use crate::mail::Mailer;
 use crate::{ServerConfig, Vault};
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
 pub use metrics::Metrics;
 
+/// The long-lived parts a server is made of, opened at start.
+#[derive(Clone)]
+pub struct Services {
+    pub vault: Arc<Vault>,
+    pub mailer: Arc<dyn Mailer>,
+    pub passwords: Arc<PasswordHasher>,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub vault: Arc<Vault>,
+    pub mailer: Arc<dyn Mailer>,
+    pub passwords: Arc<PasswordHasher>,
+    pub config: Arc<ServerConfig>,
+    pub throttles: Arc<Throttles>,
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
+/// Throttles for the endpoints that guess-resistant secrets pass through.
+pub struct Throttles {
+    /// Failed logins, per account and per client address.
+    pub login: throttle::Throttle,
+    /// Sign-ups and reset requests, per client address and per email.
+    pub requests: throttle::Throttle,
+}
+
+impl Default for Throttles {
+    fn default() -> Self {
+        let requests = throttle::ThrottlePolicy { free_failures: 20, ..throttle::ThrottlePolicy::default() };
+        Self { login: throttle::Throttle::default(), requests: throttle::Throttle::new(requests) }
+    }
+}
+
 /// The whole application: the API routes, their OpenAPI document, and the layers.
-pub fn app(vault: Arc<Vault>, config: &ServerConfig) -> Router {
-    build(crate::api::routes(), vault, config)
+pub fn app(services: Services, config: &ServerConfig) -> Router {
+    build(crate::api::routes(), services, config)
 }
 
 /// Wraps routes (documented with utoipa) in the middleware stack. Public so that tests
 /// can check the stack's behaviour on routes of their own.
-pub fn build(routes: OpenApiRouter<AppState>, vault: Arc<Vault>, config: &ServerConfig) -> Router {
+pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &ServerConfig) -> Router {
     let (router, openapi) = routes.split_for_parts();
     let metrics = Arc::new(Metrics::new());
-    let state = AppState { vault, metrics: metrics.clone(), openapi: Arc::new(openapi) };
+    let state = AppState {
+        vault: services.vault,
+        mailer: services.mailer,
+        passwords: services.passwords,
+        config: Arc::new(config.clone()),
+        throttles: Arc::new(Throttles::default()),
+        metrics: metrics.clone(),
+        openapi: Arc::new(openapi),
+    };
     router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -2,17 +2,20 @@
 //! owning family's key before it is stored, opens it after it is read, and keeps the
 //! audit log. Nothing above it sees a wrapped key; nothing below it sees a plaintext.
 
+mod accounts;
 mod audit;
+mod children;
 mod key_rotation;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cubby_core::FamilyId;
+use cubby_core::{AccountId, FamilyId};
 use cubby_crypto::{CryptoError, DataKey, FieldContext, Keyring, SystemKey};
 use cubby_store::{FamilyRow, KeyOwner, Store, StoreError, WrappedKey};
 
 pub use audit::{AuditLog, AuditProblem, AuditReport};
+pub use children::ChildView;
 pub use key_rotation::{RotationReport, rotate_keys};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,11 @@ impl Vault {
 
     /// Creates a family with a fresh data key; its name is stored sealed.
     pub async fn create_family(&self, name: &str) -> Result<FamilyId, VaultError> {
+        self.create_family_for(name, None).await
+    }
+
+    /// Creates a family whose first guardian is `guardian`.
+    pub async fn create_family_for(&self, name: &str, guardian: Option<AccountId>) -> Result<FamilyId, VaultError> {
         let id = FamilyId::random();
         let key = DataKey::random()?;
         let owner = KeyOwner::Family(id);
@@ -94,13 +102,8 @@ impl Vault {
             created_at: now_millis(),
             name_sealed: key.seal(place(FAMILY_NAME, &row_id), name.as_bytes())?,
         };
-        let wrapped = WrappedKey {
-            owner,
-            master_key_id: self.keyring.current().id().to_string(),
-            wrapped_key: self.keyring.current().wrap(&key, &owner.label())?,
-            created_at: family.created_at,
-        };
-        self.store.create_family(&family, &wrapped, None).await?;
+        let wrapped = self.wrap(&key, owner, family.created_at)?;
+        self.store.create_family(&family, &wrapped, guardian).await?;
         Ok(id)
     }
 
@@ -115,9 +118,24 @@ impl Vault {
     }
 
     async fn family_key(&self, id: FamilyId) -> Result<Option<DataKey>, VaultError> {
-        let Some(stored) = self.store.data_key(KeyOwner::Family(id)).await? else { return Ok(None) };
+        self.data_key(KeyOwner::Family(id)).await
+    }
+
+    /// The unwrapped data key of an owner, or `None` if it was destroyed (or never existed).
+    async fn data_key(&self, owner: KeyOwner) -> Result<Option<DataKey>, VaultError> {
+        let Some(stored) = self.store.data_key(owner).await? else { return Ok(None) };
         let key = self.keyring.unwrap_key(&stored.master_key_id, &stored.wrapped_key, &stored.owner.label())?;
         Ok(Some(key))
+    }
+
+    /// Wraps a fresh data key for storing beside its owner.
+    fn wrap(&self, key: &DataKey, owner: KeyOwner, created_at: i64) -> Result<WrappedKey, VaultError> {
+        Ok(WrappedKey {
+            owner,
+            master_key_id: self.keyring.current().id().to_string(),
+            wrapped_key: self.keyring.current().wrap(key, &owner.label())?,
+            created_at,
+        })
     }
 }
 
@@ -125,7 +143,7 @@ fn place<'a>((table, column): (&'a str, &'a str), row: &'a str) -> FieldContext<
     FieldContext { table, column, row }
 }
 
-pub(crate) fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use cubby_core::audit::AuditEvent;
+use cubby_server::http::Services;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::settings::ServeArgs;
@@ -25,8 +26,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
         .await?;
 
-    let app = cubby_server::http::app(vault.clone(), &settings.server);
+    let services = Services {
+        vault: vault.clone(),
+        mailer: cubby_server::mail::mailer(&settings.mail, &settings.storage.data_dir)?,
+        passwords: bootstrap::password_hasher(&opened.key_dir)?,
+    };
+    let sweeper = tokio::spawn(cubby_server::idle_accounts::run(services.clone(), settings.server.clone()));
+    let app = cubby_server::http::app(services, &settings.server);
     let served = cubby_server::serve(settings.server, app, shutdown_signal()).await;
+    sweeper.abort();
     if served.is_ok() {
         vault.audit().append(&AuditEvent::system("server.stopped", "{}")).await?;
     }

@@ -32,6 +32,10 @@ impl Dirs {
         self.root.path().join("keys")
     }
 
+    pub fn outbox(&self) -> PathBuf {
+        self.root.path().join("outbox")
+    }
+
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self.data().join("cubby.db").display())
     }
@@ -69,6 +73,12 @@ impl Server {
         command.arg("serve").args(args);
         if !args.iter().any(|a| a == "--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
+        }
+        // Mail goes to an outbox beside the data directory, never into the test's cwd.
+        let data_dir = args.iter().position(|a| a == "--data-dir").and_then(|i| args.get(i + 1));
+        if let (Some(data_dir), false) = (data_dir, args.iter().any(|a| a == "--outbox-dir")) {
+            let outbox = Path::new(data_dir).parent().unwrap_or(Path::new(".")).join("outbox");
+            command.arg("--outbox-dir").arg(outbox);
         }
         command.args(["--log-format", "json"]).env_remove("CUBBY_MASTER_KEY");
         for (key, value) in env {
