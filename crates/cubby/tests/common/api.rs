@@ -1,0 +1,130 @@
+//! The guardian's side of the API, for scenario tests: sign up, confirm by the emailed
+//! link (read from the outbox), sign in, create a family, consent, add children.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::{Fallible, Server, client};
+
+/// A signed-in guardian.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub email: String,
+    pub password: String,
+    pub token: String,
+    pub csrf: String,
+    pub session_id: String,
+    pub account_id: String,
+}
+
+/// The newest 64-hex-digit token in a mail to `to` whose subject contains `subject`.
+pub fn outbox_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
+    let mut entries: Vec<_> = std::fs::read_dir(outbox)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries.iter().rev() {
+        let text = std::fs::read_to_string(path)?;
+        let to_line = format!("To: {to}");
+        let has_subject = text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject));
+        if text.lines().any(|l| l == to_line) && has_subject {
+            if let Some(token) = text.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64) {
+                return Ok(token.to_owned());
+            }
+        }
+    }
+    Err(format!("no mail to {to} about {subject:?} in {}", outbox.display()).into())
+}
+
+pub async fn post(server: &Server, path: &str, token: Option<&str>, body: Value) -> Fallible<(u16, Value)> {
+    let mut request = client()?.post(server.url(path)).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+pub async fn get(server: &Server, path: &str, token: Option<&str>) -> Fallible<(u16, Value)> {
+    let mut request = client()?.get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// Signs up, confirms the address from the outbox and signs in.
+pub async fn guardian(server: &Server, outbox: &Path, email: &str, password: &str) -> Fallible<Session> {
+    let (status, body) = post(server, "/api/v1/accounts", None, json!({"email": email, "password": password})).await?;
+    if status != 202 {
+        return Err(format!("sign-up answered {status}: {body}").into());
+    }
+    let token = outbox_token(outbox, email, "Confirm your email")?;
+    let (status, body) = post(server, "/api/v1/accounts/verify-email", None, json!({"token": token})).await?;
+    if status != 204 {
+        return Err(format!("verification answered {status}: {body}").into());
+    }
+    login(server, email, password).await
+}
+
+pub async fn login(server: &Server, email: &str, password: &str) -> Fallible<Session> {
+    let (status, body) = post(server, "/api/v1/sessions", None, json!({"email": email, "password": password})).await?;
+    if status != 201 {
+        return Err(format!("login answered {status}: {body}").into());
+    }
+    let (_, me) = get(server, "/api/v1/me", body["token"].as_str()).await?;
+    Ok(Session {
+        email: email.to_owned(),
+        password: password.to_owned(),
+        token: string(&body["token"])?,
+        csrf: string(&body["csrf_token"])?,
+        session_id: string(&body["session_id"])?,
+        account_id: string(&me["account_id"])?,
+    })
+}
+
+/// Creates a family and returns its id.
+pub async fn family(server: &Server, session: &Session, name: &str) -> Fallible<String> {
+    let (status, body) = post(server, "/api/v1/families", Some(&session.token), json!({"name": name})).await?;
+    if status != 201 {
+        return Err(format!("family creation answered {status}: {body}").into());
+    }
+    string(&body["id"])
+}
+
+/// Gives consent to the current notice by email-plus (confirming from the outbox).
+pub async fn consent(server: &Server, outbox: &Path, session: &Session, family: &str) -> Fallible<()> {
+    let (_, notice) = get(server, "/api/v1/privacy-notice", None).await?;
+    let version = notice["version"].as_u64().ok_or("notice without version")?;
+    let path = format!("/api/v1/families/{family}/consent");
+    let (status, body) =
+        post(server, &path, Some(&session.token), json!({"notice_version": version, "method": "email_plus"})).await?;
+    if status != 202 {
+        return Err(format!("consent answered {status}: {body}").into());
+    }
+    let token = outbox_token(outbox, &session.email, "Confirm your parental consent")?;
+    let (status, body) = post(server, "/api/v1/consent/confirm", None, json!({"token": token})).await?;
+    if status != 204 {
+        return Err(format!("consent confirmation answered {status}: {body}").into());
+    }
+    Ok(())
+}
+
+/// Adds a child and returns its id.
+pub async fn child(server: &Server, session: &Session, family: &str, nickname: &str, age_band: &str) -> Fallible<String> {
+    let path = format!("/api/v1/families/{family}/children");
+    let (status, body) =
+        post(server, &path, Some(&session.token), json!({"nickname": nickname, "age_band": age_band})).await?;
+    if status != 201 {
+        return Err(format!("child creation answered {status}: {body}").into());
+    }
+    string(&body["id"])
+}
+
+fn string(value: &Value) -> Fallible<String> {
+    value.as_str().map(ToOwned::to_owned).ok_or_else(|| format!("expected a string, got {value}").into())
+}
