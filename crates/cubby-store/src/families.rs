@@ -76,8 +76,9 @@ pub trait FamilyStore {
     async fn remove_guardian(&self, family: FamilyId, account: AccountId) -> Result<bool, StoreError>;
 
     async fn create_invite(&self, invite: &InviteRow) -> Result<(), StoreError>;
-    /// Consumes an invite (single use) if it exists and has not expired.
-    async fn take_invite(&self, token_hash: &[u8], now: i64) -> Result<Option<InviteRow>, StoreError>;
+    /// Consumes an invite (single use) if it exists, has not expired and was made for the
+    /// address with this blind index; an attempt from another address leaves it intact.
+    async fn take_invite(&self, token_hash: &[u8], email_index: &[u8], now: i64) -> Result<Option<InviteRow>, StoreError>;
 
     async fn add_consent(&self, consent: &ConsentRow) -> Result<(), StoreError>;
     async fn consents(&self, family: FamilyId) -> Result<Vec<ConsentRow>, StoreError>;

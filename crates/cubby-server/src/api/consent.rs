@@ -279,7 +279,11 @@ pub async fn record_consent(
     notice_version: u32,
     method: &str,
 ) -> Result<(), ApiError> {
-    let Some(_) = state.vault.store().family(family).await? else { return Err(invalid_token()) };
+    // Only a current guardian's consent counts: one who left since asking cannot confirm.
+    let guardians = state.vault.store().guardians(family).await?;
+    if !guardians.iter().any(|g| g.account_id == account) {
+        return Err(invalid_token());
+    }
     let row = ConsentRow {
         id: ConsentId::random(),
         family_id: family,

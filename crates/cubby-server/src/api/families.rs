@@ -91,7 +91,12 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>, guardian: Guardian) -> Result<ApiJson<Vec<Family>>, ApiError> {
     let mut families = Vec::with_capacity(guardian.families.len());
     for id in &guardian.families {
-        families.push(load_family(&state, *id).await?);
+        // A family whose key is gone cannot be shown; it must not hide the others.
+        match load_family(&state, *id).await {
+            Ok(family) => families.push(family),
+            Err(error) if error.code() == ErrorCode::NotFound => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(ApiJson(families))
 }
@@ -192,10 +197,12 @@ pub async fn accept_invite(
 ) -> Result<ApiJson<Family>, ApiError> {
     let store = state.vault.store();
     let account = store.account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
-    let invite = store.take_invite(&token_hash(&body.token), now_millis()).await?.ok_or_else(invalid_token)?;
-    if invite.email_index != account.email_index {
-        return Err(ApiError::new(ErrorCode::InvalidToken, "this invitation is for another email address"));
-    }
+    // Taken only for the invited address: someone else's attempt neither uses it up nor
+    // learns whether it exists.
+    let invite = store
+        .take_invite(&token_hash(&body.token), &account.email_index, now_millis())
+        .await?
+        .ok_or_else(invalid_token)?;
     let row = GuardianRow { family_id: invite.family_id, account_id: guardian.account, joined_at: now_millis() };
     match store.add_guardian(&row).await {
         Ok(()) | Err(StoreError::Conflict) => {}
@@ -296,10 +303,11 @@ pub async fn export(
         children.extend(state.vault.open_child(&row).await?);
     }
     let account = store.account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
+    let loaded = load_family(&state, family).await?;
     audit(&state, Actor::Account(guardian.account), "family.exported", Some(family), "{}".to_owned()).await?;
     Ok(ApiJson(FamilyExport {
         exported_at: now_millis(),
-        family: load_family(&state, family).await?,
+        family: loaded,
         your_email: state.vault.account_email(&account).await?.unwrap_or_default(),
         children,
         consent: consent_status(&state, family).await?,

@@ -18,7 +18,8 @@ CREATE TABLE families (
 );
 
 -- One data key per family, wrapped by the master key. Deleting the row shreds every
--- value sealed with it, including copies in old backups.
+-- value sealed with it; backups made before still hold the wrapped key until the master
+-- key is rotated (cubby admin rotate-keys), which retires the key they need.
 CREATE TABLE family_keys (
     family_id      TEXT PRIMARY KEY REFERENCES families (id) ON DELETE CASCADE,
     master_key_id  TEXT NOT NULL,

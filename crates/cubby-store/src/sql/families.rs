@@ -167,13 +167,14 @@ impl FamilyStore for SqlStore {
         .map_err(StoreError::from_write)
     }
 
-    async fn take_invite(&self, token_hash: &[u8], now: i64) -> Result<Option<InviteRow>, StoreError> {
+    async fn take_invite(&self, token_hash: &[u8], email_index: &[u8], now: i64) -> Result<Option<InviteRow>, StoreError> {
         let row: Option<(Vec<u8>, String, Vec<u8>, String, i64, i64)> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-                "DELETE FROM invites WHERE token_hash = $1 \
+                "DELETE FROM invites WHERE token_hash = $1 AND email_index = $2 \
                  RETURNING token_hash, family_id, email_index, invited_by, created_at, expires_at",
             )
             .bind(token_hash)
+            .bind(email_index)
             .fetch_optional(pool)
             .await
         })?;
