@@ -58,20 +58,25 @@ async fn warn(services: &Services, config: &ServerConfig, account: &AccountRow) 
             tracing::warn!(%error, "could not send an idle-account warning");
         }
     }
-    services.vault.audit().append(&AuditEvent::new(Actor::System, "account.idle_warned", None, "{}")).await?;
+    let detail = format!(r#"{{"account":"{}"}}"#, account.id);
+    services.vault.audit().append(&AuditEvent::new(Actor::System, "account.idle_warned", None, detail)).await?;
     Ok(())
 }
 
 async fn delete(services: &Services, account: &AccountRow) -> Result<(), VaultError> {
     let store = services.vault.store();
     for family in store.families_of(account.id).await? {
-        if !store.remove_guardian(family, account.id).await? {
+        if store.remove_guardian(family, account.id).await? {
+            let detail = format!(r#"{{"account":"{}"}}"#, account.id);
+            services.vault.audit().append(&AuditEvent::new(Actor::System, "family.guardian_removed_idle", Some(family), detail)).await?;
+        } else {
             store.delete_family(family).await?;
             services.vault.audit().append(&AuditEvent::new(Actor::System, "family.deleted_idle", Some(family), "{}")).await?;
         }
     }
     store.delete_account(account.id).await?;
-    services.vault.audit().append(&AuditEvent::new(Actor::System, "account.idle_deleted", None, "{}")).await?;
+    let detail = format!(r#"{{"account":"{}"}}"#, account.id);
+    services.vault.audit().append(&AuditEvent::new(Actor::System, "account.idle_deleted", None, detail)).await?;
     Ok(())
 }
 

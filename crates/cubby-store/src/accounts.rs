@@ -70,6 +70,9 @@ pub trait AccountStore {
     async fn delete_sessions_except(&self, account: AccountId, keep: Option<SessionId>) -> Result<u64, StoreError>;
 
     async fn create_email_token(&self, token: &EmailTokenRow) -> Result<(), StoreError>;
+    /// Voids every outstanding token of one purpose for the account (e.g. older reset links
+    /// once the password has changed).
+    async fn delete_email_tokens(&self, account: AccountId, purpose: &str) -> Result<u64, StoreError>;
     /// Consumes a token of the given purpose (single use), if it exists and has not expired.
     async fn take_email_token(&self, token_hash: &[u8], purpose: &str, now: i64)
     -> Result<Option<EmailTokenRow>, StoreError>;

@@ -72,8 +72,12 @@ pub trait FamilyStore {
     /// Adds a guardian; `Conflict` if already one.
     async fn add_guardian(&self, guardian: &GuardianRow) -> Result<(), StoreError>;
     /// Removes a guardian unless they are the last one (`Ok(false)` then); checked and
-    /// done in one transaction so two guardians leaving at once cannot orphan the family.
+    /// done in one transaction holding the family's lock, so two guardians leaving at once
+    /// cannot orphan the family.
     async fn remove_guardian(&self, family: FamilyId, account: AccountId) -> Result<bool, StoreError>;
+    /// Removes the account from every family it guards, all or nothing: `Ok(false)` and no
+    /// change if it is the last guardian of any of them.
+    async fn leave_all_families(&self, account: AccountId) -> Result<bool, StoreError>;
 
     async fn create_invite(&self, invite: &InviteRow) -> Result<(), StoreError>;
     /// Consumes an invite (single use) if it exists, has not expired and was made for the

@@ -190,6 +190,37 @@ async fn hostile_text_is_stored_as_data_not_sql(h: Harness) -> TestResult {
     Ok(())
 }
 
+async fn two_guardians_leaving_at_once_never_orphan_a_family(h: Harness) -> TestResult {
+    use cubby_core::AccountId;
+    use cubby_store::{AccountRow, AccountStore, GuardianRow};
+    for round in 0..15u8 {
+        let mut accounts = Vec::new();
+        for n in 0..2u8 {
+            let id = AccountId::random();
+            let row = AccountRow {
+                id,
+                email_index: vec![round, n, 7],
+                email_sealed: vec![1],
+                password_hash: "x".to_owned(),
+                email_verified_at: None,
+                created_at: 1,
+                last_active_at: 1,
+                idle_warned_at: None,
+            };
+            h.store.create_account(&row, &key(KeyOwner::Account(id), "m1", b"k")).await?;
+            accounts.push(id);
+        }
+        let f = family(&[round]);
+        h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"k"), Some(accounts[0])).await?;
+        h.store.add_guardian(&GuardianRow { family_id: f.id, account_id: accounts[1], joined_at: 2 }).await?;
+        let (a, b) = (h.store.clone(), h.store.clone());
+        let (left_a, left_b) = tokio::join!(a.remove_guardian(f.id, accounts[0]), b.remove_guardian(f.id, accounts[1]));
+        assert!(left_a? ^ left_b?, "exactly one of two last guardians may leave");
+        assert_eq!(h.store.guardians(f.id).await?.len(), 1);
+    }
+    Ok(())
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -220,4 +251,5 @@ store_suite!(
     concurrent_audit_appends_form_one_chain,
     the_audit_log_refuses_updates_and_deletes,
     hostile_text_is_stored_as_data_not_sql,
+    two_guardians_leaving_at_once_never_orphan_a_family,
 );

@@ -161,6 +161,8 @@ pub async fn confirm_reset(State(state): State<AppState>, ApiJson(body): ApiJson
     // Following the link proves control of the address.
     store.mark_email_verified(token.account_id, now_millis()).await?;
     store.delete_sessions_except(token.account_id, None).await?;
+    // Any other reset link sent earlier is void now.
+    store.delete_email_tokens(token.account_id, RESET_PASSWORD).await?;
     audit(&state, Actor::Account(token.account_id), "password.reset", None, "{}".to_owned()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,6 +228,7 @@ pub async fn change_password(
     let hash = hash_password(&state.passwords, &body.new_password).await?;
     store.set_password_hash(guardian.account, &hash).await?;
     store.delete_sessions_except(guardian.account, Some(guardian.session)).await?;
+    store.delete_email_tokens(guardian.account, RESET_PASSWORD).await?;
     audit(&state, Actor::Account(guardian.account), "password.changed", None, "{}".to_owned()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -240,13 +243,14 @@ pub async fn change_password(
     ))]
 pub async fn delete_me(State(state): State<AppState>, guardian: Guardian) -> Result<StatusCode, ApiError> {
     let store = state.vault.store();
+    // All memberships go, or none: a refusal must not leave the account half-removed.
+    if !store.leave_all_families(guardian.account).await? {
+        return Err(ApiError::new(
+            ErrorCode::LastGuardian,
+            "you are the last guardian of a family: delete the family, or invite another guardian, first",
+        ));
+    }
     for family in &guardian.families {
-        if !store.remove_guardian(*family, guardian.account).await? {
-            return Err(ApiError::new(
-                ErrorCode::LastGuardian,
-                "you are the last guardian of a family: delete the family, or invite another guardian, first",
-            ));
-        }
         audit(&state, Actor::Account(guardian.account), "family.guardian_left", Some(*family), "{}".to_owned()).await?;
     }
     store.delete_account(guardian.account).await?;

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::support::{audit, hash_password, throttle, verify_password};
 use crate::config::TlsSettings;
-use crate::http::auth::{Guardian, cleared_cookie, csrf_token, session_cookie};
+use crate::http::auth::{Guardian, cleared_cookie, csrf_token, is_live, session_cookie};
 use crate::http::client::ClientAddr;
 use crate::http::{ApiError, ApiJson, AppState, ErrorBody};
 use crate::vault::now_millis;
@@ -76,7 +76,8 @@ pub async fn login(
         }
     };
     state.throttles.login.record_success(&account_key);
-    state.throttles.login.record_success(&address_key);
+    // The address keeps its count: one's own successful login must not wipe guesses at others.
+    state.throttles.login.release(&address_key);
     if needs_rehash {
         let hash = hash_password(&state.passwords, &body.password).await?;
         store.set_password_hash(account.id, &hash).await?;
@@ -133,9 +134,11 @@ pub struct SessionInfo {
     responses((status = 200, body = Vec<SessionInfo>), (status = 401, description = "Not signed in", body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, guardian: Guardian) -> Result<ApiJson<Vec<SessionInfo>>, ApiError> {
     let sessions = state.vault.store().sessions_of(guardian.account).await?;
+    let now = now_millis();
     Ok(ApiJson(
         sessions
             .into_iter()
+            .filter(|s| is_live(s, now, state.config.session_idle))
             .map(|s| SessionInfo {
                 id: s.id,
                 created_at: s.created_at,

@@ -24,14 +24,9 @@ pub fn accepted(message: &'static str) -> Accepted {
     Accepted { status: "accepted", message }
 }
 
-/// Refuses with 429 if any key is blocked.
+/// Refuses with 429 if any key is blocked (counting none of them then).
 pub fn throttle(throttle: &Throttle, keys: &[&str]) -> Result<(), ApiError> {
-    for key in keys {
-        if let Err(wait) = throttle.check(key) {
-            return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
-        }
-    }
-    Ok(())
+    throttle.check_all(keys).map_err(|wait| ApiError::rate_limited(wait.as_secs_f64().ceil() as u64))
 }
 
 /// Argon2id off the async workers: it is deliberately slow.

@@ -138,6 +138,44 @@ impl Throttle {
         self.lock().remove(key);
     }
 
+    /// Checks several keys as one attempt: refused if any is blocked, and then none is
+    /// counted; otherwise each is counted (as [`Self::check`]).
+    pub fn check_all(&self, keys: &[&str]) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let mut longest: Option<Duration> = None;
+        for key in keys {
+            if let Some(wait) = self.entry(&mut entries, key, now).retry_after(now) {
+                longest = Some(longest.map_or(wait, |l| l.max(wait)));
+            }
+        }
+        if let Some(wait) = longest {
+            return Err(wait);
+        }
+        for key in keys {
+            let entry = self.entry(&mut entries, key, now);
+            entry.failures = entry.failures.saturating_add(1);
+            entry.pending = entry.pending.saturating_add(1);
+            entry.last_event = now;
+            entry.block = self.policy.delay(entry.failures);
+        }
+        Ok(())
+    }
+
+    /// Resolves a granted attempt as harmless without forgetting earlier failures: for
+    /// keys (such as a client address) that one success must not reset, or an attacker
+    /// could interleave logins to their own account with guesses at others.
+    pub fn release(&self, key: &str) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let entry = self.entry(&mut entries, key, now);
+        if entry.pending > 0 {
+            entry.pending -= 1;
+            entry.failures = entry.failures.saturating_sub(1);
+            entry.block = self.policy.delay(entry.failures);
+        }
+    }
+
     /// [`Self::check`] at a given time.
     pub fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut entries = self.lock();
@@ -220,6 +258,42 @@ impl Throttle {
 impl Default for Throttle {
     fn default() -> Self {
         Self::new(ThrottlePolicy::default())
+    }
+}
+
+#[cfg(test)]
+mod check_all_tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_key_refuses_the_attempt_without_counting_the_others() {
+        let throttle = Throttle::default();
+        for _ in 0..5 {
+            assert!(throttle.check_all(&["addr", "acct-a"]).is_ok());
+            throttle.record_failure("addr");
+            throttle.record_failure("acct-a");
+        }
+        // The address is blocked: attempts on another account are refused and not counted.
+        for _ in 0..10 {
+            assert!(throttle.check_all(&["acct-b", "addr"]).is_err());
+        }
+        assert!(throttle.check_all(&["acct-b"]).is_ok(), "acct-b never failed");
+    }
+
+    #[test]
+    fn a_released_success_does_not_reset_earlier_failures() {
+        let throttle = Throttle::default();
+        for _ in 0..4 {
+            assert!(throttle.check_all(&["addr"]).is_ok());
+            throttle.record_failure("addr");
+        }
+        for _ in 0..3 {
+            assert!(throttle.check_all(&["addr"]).is_ok());
+            throttle.release("addr");
+        }
+        assert!(throttle.check_all(&["addr"]).is_ok(), "the fifth failure is still free");
+        throttle.record_failure("addr");
+        assert!(throttle.check_all(&["addr"]).is_err(), "the sixth attempt is refused");
     }
 }
 

@@ -260,6 +260,18 @@ impl AccountStore for SqlStore {
         .map_err(StoreError::from_write)
     }
 
+    async fn delete_email_tokens(&self, account: AccountId, purpose: &str) -> Result<u64, StoreError> {
+        let n = on_pool!(&self.db, |pool| {
+            sqlx::query("DELETE FROM email_tokens WHERE account_id = $1 AND purpose = $2")
+                .bind(account.to_string())
+                .bind(purpose)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(n)
+    }
+
     async fn take_email_token(
         &self,
         token_hash: &[u8],

@@ -32,6 +32,61 @@ fn child_from((id, family_id, created_at, nickname_sealed, age_band_sealed): Chi
     Ok(ChildRow { id: parse_id(&id)?, family_id: parse_id(&family_id)?, created_at, nickname_sealed, age_band_sealed })
 }
 
+/// Runs `$body` in a transaction that serialises changes to families' guardians: SQLite
+/// takes its write lock up front; on PostgreSQL `lock_families!` locks the family rows.
+/// The body evaluates to a bool: true commits, false rolls back.
+macro_rules! with_family_lock {
+    ($db:expr, |$tx:ident, $lock:ident| $body:expr) => {
+        match $db {
+            crate::sql::Db::Sqlite(pool) => {
+                let $lock = "SELECT id FROM families WHERE id = $1";
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let outcome: bool = $body;
+                if outcome { $tx.commit().await? } else { $tx.rollback().await? }
+                Ok::<bool, StoreError>(outcome)
+            }
+            crate::sql::Db::Postgres(pool) => {
+                let $lock = "SELECT id FROM families WHERE id = $1 FOR UPDATE";
+                let mut $tx = pool.begin().await?;
+                let outcome: bool = $body;
+                if outcome { $tx.commit().await? } else { $tx.rollback().await? }
+                Ok::<bool, StoreError>(outcome)
+            }
+        }
+    };
+}
+
+/// Locks the families' rows (in id order, so two transactions cannot deadlock). On SQLite
+/// the transaction's write lock already covers it and the statement only reads.
+macro_rules! lock_families {
+    ($tx:ident, $lock:ident, $families:expr) => {
+        for family in $families {
+            sqlx::query($lock).bind(family.to_string()).execute(&mut *$tx).await?;
+        }
+    };
+}
+
+/// Deletes the membership if another guardian remains; evaluates to whether it did.
+macro_rules! remove_if_not_last {
+    ($tx:ident, $family:expr, $account:expr) => {{
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM family_guardians WHERE family_id = $1")
+            .bind($family.to_string())
+            .fetch_one(&mut *$tx)
+            .await?;
+        if count > 1 {
+            sqlx::query("DELETE FROM family_guardians WHERE family_id = $1 AND account_id = $2")
+                .bind($family.to_string())
+                .bind($account.to_string())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected()
+                > 0
+        } else {
+            false
+        }
+    }};
+}
+
 #[async_trait]
 impl FamilyStore for SqlStore {
     async fn create_family(
@@ -132,20 +187,30 @@ impl FamilyStore for SqlStore {
     }
 
     async fn remove_guardian(&self, family: FamilyId, account: AccountId) -> Result<bool, StoreError> {
-        // The delete only applies while another guardian remains, in one statement, so
-        // two guardians leaving at once cannot leave the family with none.
-        let removed = on_pool!(&self.db, |pool| {
-            sqlx::query(
-                "DELETE FROM family_guardians WHERE family_id = $1 AND account_id = $2 \
-                 AND (SELECT COUNT(*) FROM family_guardians WHERE family_id = $1) > 1",
-            )
-            .bind(family.to_string())
-            .bind(account.to_string())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+        let removed = with_family_lock!(&self.db, |tx, lock| {
+            lock_families!(tx, lock, &[family]);
+            remove_if_not_last!(tx, family, account)
         })?;
-        Ok(removed > 0)
+        Ok(removed)
+    }
+
+    async fn leave_all_families(&self, account: AccountId) -> Result<bool, StoreError> {
+        let left = with_family_lock!(&self.db, |tx, lock| {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT family_id FROM family_guardians WHERE account_id = $1 ORDER BY family_id",
+            )
+            .bind(account.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            let families = rows.iter().map(|(id,)| parse_id(id)).collect::<Result<Vec<FamilyId>, _>>()?;
+            lock_families!(tx, lock, &families);
+            let mut all = true;
+            for family in &families {
+                all &= remove_if_not_last!(tx, *family, account);
+            }
+            all
+        })?;
+        Ok(left)
     }
 
     async fn create_invite(&self, invite: &InviteRow) -> Result<(), StoreError> {

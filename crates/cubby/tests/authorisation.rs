@@ -1,0 +1,714 @@
+//! Who may call what. Every endpoint that takes a session is called as every kind of
+//! caller, and each answer's status and error code is checked, on SQLite and PostgreSQL:
+//!
+//! | caller                                          | expected                                        |
+//! |-------------------------------------------------|-------------------------------------------------|
+//! | nobody, or a made-up token                      | 401 `unauthenticated`                           |
+//! | a guardian of another family                    | 404 `not_found`, byte for byte the answer for a |
+//! |                                                 | family (child, session) that does not exist     |
+//! | a co-guardian                                   | 2xx                                             |
+//! | a signed-out session                            | 401 `unauthenticated`                           |
+//! | a session idle for longer than `--session-idle` | 401 `unauthenticated`                           |
+//! | the portal's cookie without its CSRF token      | 403 `csrf_rejected` for changes                 |
+//! | another family's child id, a malformed id       | 404 `not_found`                                 |
+//!
+//! Denied callers aim at the real family, child and session, and the owner reads them
+//! afterwards to prove nothing was changed or deleted; the co-guardian runs destructive
+//! calls last, each on a throwaway family and session.
+//!
+//! The endpoints are data ([`MATRIX`]). [`the_matrix_covers_every_documented_endpoint`]
+//! compares it with the running server's OpenAPI document, so an endpoint cannot be added
+//! without joining the matrix.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use common::api::{self, Session};
+use common::{Dirs, Fallible, Server, TestResult, client};
+use cubby_core::{ChildId, FamilyId, SessionId};
+use serde_json::{Value, json};
+
+// ---- the matrix ------------------------------------------------------------------------
+
+/// What a successful call does, which decides how the allowed caller is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// Reads: run against the shared family.
+    Read,
+    /// Changes that leave the shared family usable: run against it.
+    Change,
+    /// Deletes, withdraws or signs out its target: the allowed caller runs it last, each
+    /// time on a throwaway family and a throwaway session.
+    Destroy,
+    /// Deletes the caller's own account: the allowed caller is a disposable co-guardian.
+    DeleteAccount,
+}
+
+/// One documented operation. Placeholders in `path` are named as in the OpenAPI document;
+/// `body` is a JSON template. Both are filled from [`Targets`].
+struct Endpoint {
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    effect: Effect,
+}
+
+const fn op(method: &'static str, path: &'static str, body: Option<&'static str>, effect: Effect) -> Endpoint {
+    Endpoint { method, path, body, effect }
+}
+
+use Effect::{Change, DeleteAccount, Destroy, Read};
+
+/// Every endpoint that takes a session. Add new ones here (the OpenAPI guard insists).
+const MATRIX: &[Endpoint] = &[
+    op("GET", "/api/v1/me", None, Read),
+    op("DELETE", "/api/v1/me", None, DeleteAccount),
+    // The same password again: the call is real, and leaves the caller able to sign in.
+    op("PUT", "/api/v1/me/password", Some(r#"{"current_password":"{password}","new_password":"{password}"}"#), Change),
+    op("GET", "/api/v1/sessions", None, Read),
+    op("DELETE", "/api/v1/sessions", None, Destroy),
+    op("DELETE", "/api/v1/sessions/{id}", None, Destroy),
+    op("DELETE", "/api/v1/session", None, Destroy),
+    op("GET", "/api/v1/families", None, Read),
+    op("POST", "/api/v1/families", Some(r#"{"name":"The Newts"}"#), Change),
+    op("GET", "/api/v1/families/{family_id}", None, Read),
+    op("DELETE", "/api/v1/families/{family_id}", None, Destroy),
+    op("POST", "/api/v1/families/{family_id}/invites", Some(r#"{"email":"friend@example.com"}"#), Change),
+    op("POST", "/api/v1/invites/accept", Some(r#"{"token":"{invite_token}"}"#), Change),
+    op("DELETE", "/api/v1/families/{family_id}/membership", None, Destroy),
+    op("GET", "/api/v1/families/{family_id}/security-events", None, Read),
+    op("GET", "/api/v1/families/{family_id}/export", None, Read),
+    op("GET", "/api/v1/families/{family_id}/consent", None, Read),
+    op(
+        "POST",
+        "/api/v1/families/{family_id}/consent",
+        Some(r#"{"notice_version":{notice_version},"method":"email_plus"}"#),
+        Change,
+    ),
+    op("DELETE", "/api/v1/families/{family_id}/consent", None, Destroy),
+    op("PUT", "/api/v1/families/{family_id}/third-party-consent", Some(r#"{"enabled":true}"#), Change),
+    op("GET", "/api/v1/families/{family_id}/children", None, Read),
+    op("POST", "/api/v1/families/{family_id}/children", Some(r#"{"nickname":"Robin","age_band":"9_12"}"#), Change),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}", None, Read),
+    op("PATCH", "/api/v1/families/{family_id}/children/{child_id}", Some(r#"{"nickname":"Changed"}"#), Change),
+    op("DELETE", "/api/v1/families/{family_id}/children/{child_id}", None, Destroy),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/export", None, Read),
+];
+
+/// The path placeholders that name an object (rather than the caller's own account).
+const ID_PLACEHOLDERS: &[&str] = &["family_id", "child_id", "id"];
+
+/// Ids that are no id at all; each must be as unknown as a missing one (404, never a 500).
+const MALFORMED_IDS: &[&str] = &[
+    "1 OR 1=1",
+    "../",
+    "../../etc/passwd",
+    "'; DROP TABLE families; --",
+    "\0",
+    "00000000-0000-0000-0000-000000000000",
+];
+
+/// Documented operations that take no session, so the matrix leaves them out.
+fn is_public(method: &str, path: &str) -> bool {
+    path.starts_with("/api/v1/accounts")
+        || path.starts_with("/api/v1/password-reset")
+        || ["/api/v1/consent/confirm", "/api/v1/privacy-notice", "/healthz", "/metrics", "/api/v1/openapi.json"]
+            .contains(&path)
+        || (method == "POST" && path == "/api/v1/sessions")
+}
+
+impl Endpoint {
+    fn is_safe(&self) -> bool {
+        self.method == "GET"
+    }
+
+    /// The id placeholders in the path.
+    fn ids(&self) -> impl Iterator<Item = &'static str> + '_ {
+        ID_PLACEHOLDERS.iter().copied().filter(|name| self.path.contains(&format!("{{{name}}}")))
+    }
+}
+
+/// The matrix's entry for `method path`.
+fn endpoint(method: &str, path: &str) -> Fallible<&'static Endpoint> {
+    MATRIX.iter().find(|e| e.method == method && e.path == path).ok_or_else(|| format!("{method} {path}?").into())
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+// ---- filling the templates ---------------------------------------------------------------
+
+/// The values a caller's requests are filled with, by placeholder name.
+#[derive(Clone, Debug)]
+struct Targets(BTreeMap<&'static str, String>);
+
+impl Targets {
+    fn new(family_id: &str, child_id: &str, session_id: &str, password: &str, notice_version: u64) -> Self {
+        Self(BTreeMap::from([
+            ("family_id", family_id.to_owned()),
+            ("child_id", child_id.to_owned()),
+            ("id", session_id.to_owned()),
+            ("password", password.to_owned()),
+            ("notice_version", notice_version.to_string()),
+            // A made-up invitation unless a scenario has a real one.
+            ("invite_token", "0".repeat(64)),
+        ]))
+    }
+
+    fn with(&self, name: &'static str, value: &str) -> Self {
+        let mut copy = self.clone();
+        copy.0.insert(name, value.to_owned());
+        copy
+    }
+
+    /// Ids that exist nowhere, well-formed.
+    fn missing(&self) -> Self {
+        self.with("family_id", &FamilyId::random().to_string())
+            .with("child_id", &ChildId::random().to_string())
+            .with("id", &SessionId::random().to_string())
+    }
+
+    fn path(&self, template: &str) -> Fallible<String> {
+        let mut path = template.to_owned();
+        for (name, value) in &self.0 {
+            path = path.replace(&format!("{{{name}}}"), &percent_encode(value));
+        }
+        if path.contains('{') {
+            return Err(format!("{template}: a placeholder has no value in {:?}", self.0.keys()).into());
+        }
+        Ok(path)
+    }
+
+    fn body(&self, template: &str) -> Fallible<Value> {
+        let mut text = template.to_owned();
+        for (name, value) in &self.0 {
+            let quoted = serde_json::to_string(value)?;
+            let escaped = quoted.get(1..quoted.len() - 1).unwrap_or_default();
+            text = text.replace(&format!("{{{name}}}"), escaped);
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{template}: not JSON once filled ({e}): {text}").into())
+    }
+}
+
+/// Every byte but the unreserved ones as %XX, so an id cannot add path segments.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---- calling ------------------------------------------------------------------------------
+
+/// How a request authenticates.
+#[derive(Clone, Copy, Debug)]
+enum Auth<'a> {
+    Nobody,
+    Bearer(&'a str),
+    /// The portal's way: the session cookie, with or without the X-CSRF-Token header.
+    Cookie { token: &'a str, csrf: Option<&'a str> },
+}
+
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    fn is(&self, status: u16, code: &str) -> bool {
+        self.status == status && self.code() == code
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+/// A running server with an owner, their family (consented to, with one child).
+struct World {
+    server: Server, // dropped first: the process stops before its directories go
+    dirs: Dirs,
+    http: reqwest::Client,
+    owner: Session,
+    family: String,
+    child: String,
+    notice_version: u64,
+}
+
+const PASSWORD: &str = "marmalade kettle orbit 42";
+
+/// Starts `cubby serve` on fresh directories and a fresh database.
+async fn start(postgres: bool, extra_args: &[&str]) -> Fallible<(Server, Dirs)> {
+    let dirs = Dirs::new()?;
+    let url = if postgres { Some(cubby_store::testing::fresh_postgres_database().await?) } else { None };
+    let mut args = dirs.args(url.as_deref());
+    args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+    Ok((Server::start(&args)?, dirs))
+}
+
+impl World {
+    async fn new(postgres: bool, extra_args: &[&str]) -> Fallible<Self> {
+        let (server, dirs) = start(postgres, extra_args).await?;
+        let owner = api::guardian(&server, &dirs.outbox(), "owner@example.com", PASSWORD).await?;
+        let family = api::family(&server, &owner, "The Owls").await?;
+        api::consent(&server, &dirs.outbox(), &owner, &family).await?;
+        let child = api::child(&server, &owner, &family, "Sam", "6_8").await?;
+        let (_, notice) = api::get(&server, "/api/v1/privacy-notice", None).await?;
+        let notice_version = notice["version"].as_u64().ok_or("notice without version")?;
+        Ok(Self { server, dirs, http: client()?, owner, family, child, notice_version })
+    }
+
+    async fn send(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Fallible<Answer> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http.request(method, self.server.url(path));
+        match auth {
+            Auth::Nobody => {}
+            Auth::Bearer(token) => request = request.bearer_auth(token),
+            Auth::Cookie { token, csrf } => {
+                request = request.header("cookie", format!("cubby_session={token}"));
+                if let Some(csrf) = csrf {
+                    request = request.header("x-csrf-token", csrf);
+                }
+            }
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok(Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
+    }
+
+    async fn call(&self, endpoint: &Endpoint, auth: Auth<'_>, targets: &Targets) -> Fallible<Answer> {
+        let body = endpoint.body.map(|b| targets.body(b)).transpose()?;
+        self.send(endpoint.method, &targets.path(endpoint.path)?, auth, body).await
+    }
+
+    async fn get(&self, session: &Session, path: &str) -> Fallible<Answer> {
+        self.send("GET", path, Auth::Bearer(&session.token), None).await
+    }
+
+    /// Signs up, confirms and signs in `name@example.com`.
+    async fn guardian(&self, name: &str) -> Fallible<Session> {
+        api::guardian(&self.server, &self.dirs.outbox(), &format!("{name}@example.com"), PASSWORD).await
+    }
+
+    async fn login(&self, who: &Session) -> Fallible<Session> {
+        api::login(&self.server, &who.email, &who.password).await
+    }
+
+    /// The owner invites `email` to `family`; returns the token from the mail.
+    async fn invite(&self, family: &str, email: &str) -> Fallible<String> {
+        let path = format!("/api/v1/families/{family}/invites");
+        let (status, body) = api::post(&self.server, &path, Some(&self.owner.token), json!({ "email": email })).await?;
+        if status != 202 {
+            return Err(format!("invitation answered {status}: {body}").into());
+        }
+        api::outbox_token(&self.dirs.outbox(), email, "invited")
+    }
+
+    /// Makes `who` a co-guardian of the owner's `family`, by invitation.
+    async fn join(&self, who: &Session, family: &str) -> TestResult {
+        let token = self.invite(family, &who.email).await?;
+        let body = json!({ "token": token });
+        let (status, body) = api::post(&self.server, "/api/v1/invites/accept", Some(&who.token), body).await?;
+        if status != 200 {
+            return Err(format!("accepting the invitation answered {status}: {body}").into());
+        }
+        Ok(())
+    }
+
+    /// The owner's real family, child and session; `caller`'s password.
+    fn targets(&self, caller: &Session) -> Targets {
+        Targets::new(&self.family, &self.child, &self.owner.session_id, &caller.password, self.notice_version)
+    }
+
+    /// A family of the owner's that `who` co-guards, consented to and with a child, and two
+    /// fresh sessions of `who`: one to call with, one (the `{id}`) to be signed out.
+    async fn throwaway(&self, who: &Session) -> Fallible<(Session, Targets)> {
+        let family = api::family(&self.server, &self.owner, "The Throwaways").await?;
+        api::consent(&self.server, &self.dirs.outbox(), &self.owner, &family).await?;
+        let child = api::child(&self.server, &self.owner, &family, "Kit", "under_6").await?;
+        // Fresh sessions: an earlier destructive call may have signed `who` out everywhere.
+        let caller = self.login(who).await?;
+        let other = self.login(who).await?;
+        self.join(&caller, &family).await?;
+        let targets = Targets::new(&family, &child, &other.session_id, &who.password, self.notice_version)
+            .with("invite_token", &self.invite(&family, &who.email).await?);
+        Ok((caller, targets))
+    }
+}
+
+// ---- checks ---------------------------------------------------------------------------------
+
+/// Fails with every mismatch at once, so one run shows the whole hole in the matrix.
+fn report(wrong: &[String], expected: &str) -> TestResult {
+    assert!(wrong.is_empty(), "{} call(s) did not answer {expected}:\n{}", wrong.len(), wrong.join("\n"));
+    Ok(())
+}
+
+/// Calls every endpoint as `auth` against `targets`; each must answer `status` and `code`.
+async fn expect_everywhere(w: &World, auth: Auth<'_>, targets: &Targets, status: u16, code: &str) -> TestResult {
+    let mut wrong = Vec::new();
+    for endpoint in MATRIX {
+        let answer = w.call(endpoint, auth, targets).await?;
+        if !answer.is(status, code) {
+            wrong.push(format!("{endpoint} as {auth:?}: {answer}"));
+        }
+    }
+    report(&wrong, &format!("{status} {code}"))
+}
+
+/// Reads, as the owner, everything the denied callers aimed at: the family with exactly
+/// `guardians`, its one child unchanged, consent as given, and `reader`'s session listed.
+async fn assert_untouched(w: &World, reader: &Session, guardians: &[&str]) -> TestResult {
+    let me = w.get(reader, "/api/v1/me").await?;
+    assert_eq!(me.status, 200, "the owner's session was signed out or the account deleted: {me}");
+
+    let family = w.get(reader, &format!("/api/v1/families/{}", w.family)).await?;
+    assert_eq!(family.status, 200, "the family is gone: {family}");
+    let mut members: Vec<&str> = family.body["guardians"]
+        .as_array()
+        .ok_or("family without guardians")?
+        .iter()
+        .filter_map(|g| g["account_id"].as_str())
+        .collect();
+    members.sort_unstable();
+    let mut expected = guardians.to_vec();
+    expected.sort_unstable();
+    assert_eq!(members, expected, "the family's guardians changed");
+
+    let children = w.get(reader, &format!("/api/v1/families/{}/children", w.family)).await?;
+    let count = children.body.as_array().map(Vec::len);
+    assert_eq!(count, Some(1), "children were added or deleted: {children}");
+    let child = w.get(reader, &format!("/api/v1/families/{}/children/{}", w.family, w.child)).await?;
+    assert_eq!((child.status, &child.body["nickname"]), (200, &Value::from("Sam")), "the child changed: {child}");
+
+    let consent = w.get(reader, &format!("/api/v1/families/{}/consent", w.family)).await?;
+    assert_eq!(consent.body["collection_valid"], true, "consent was withdrawn: {consent}");
+    assert_eq!(consent.body["third_party"], false, "third-party consent was switched on: {consent}");
+
+    let sessions = w.get(reader, "/api/v1/sessions").await?;
+    assert!(ids(&sessions.body).contains(&reader.session_id.as_str()), "session signed out: {sessions}");
+    Ok(())
+}
+
+/// The `id` fields of a JSON array.
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array().into_iter().flatten().filter_map(|item| item["id"].as_str()).collect()
+}
+
+/// The invitation the denied callers tried to accept was not used up: its invitee
+/// (`invitee@example.com`, signing up now) still can.
+async fn assert_invite_still_open(w: &World, token: &str) -> TestResult {
+    let invitee = w.guardian("invitee").await?;
+    let body = json!({ "token": token });
+    let accepted = w.send("POST", "/api/v1/invites/accept", Auth::Bearer(&invitee.token), Some(body)).await?;
+    assert_eq!(accepted.status, 200, "the invitation was used up by a denied caller: {accepted}");
+    Ok(())
+}
+
+// ---- scenarios ------------------------------------------------------------------------------
+
+async fn nobody_and_made_up_tokens_are_unauthenticated(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let invite = w.invite(&w.family, "invitee@example.com").await?;
+    let targets = w.targets(&w.owner).with("invite_token", &invite);
+    expect_everywhere(&w, Auth::Nobody, &targets, 401, "unauthenticated").await?;
+    let (made_up, _) = cubby_crypto::new_token()?;
+    expect_everywhere(&w, Auth::Bearer(&made_up), &targets, 401, "unauthenticated").await?;
+    expect_everywhere(&w, Auth::Cookie { token: &made_up, csrf: None }, &targets, 401, "unauthenticated").await?;
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
+    assert_invite_still_open(&w, &invite).await
+}
+
+async fn another_familys_guardian_gets_the_answer_for_a_missing_one(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let stranger = w.guardian("stranger").await?;
+    let own = api::family(&w.server, &stranger, "The Strangers").await?;
+    let real = w.targets(&stranger);
+    let missing = real.missing();
+    let mut wrong = Vec::new();
+    for endpoint in MATRIX.iter().filter(|e| e.ids().next().is_some()) {
+        let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &real).await?;
+        let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
+        if !theirs.is(404, "not_found") || theirs != nothing {
+            wrong.push(format!("{endpoint}: the owner's answered {theirs}, a missing one {nothing}"));
+        }
+    }
+    report(&wrong, "404 not_found, as for a missing object")?;
+
+    // What the stranger can list of their own shows nothing of the owner's.
+    let me = w.get(&stranger, "/api/v1/me").await?;
+    assert_eq!(me.body["account_id"], stranger.account_id.as_str(), "{me}");
+    assert_eq!(me.body["families"], Value::from(vec![own.as_str()]), "{me}");
+    let families = w.get(&stranger, "/api/v1/families").await?;
+    assert_eq!(ids(&families.body), [own.as_str()], "{families}");
+    let sessions = w.get(&stranger, "/api/v1/sessions").await?;
+    assert_eq!(ids(&sessions.body), [stranger.session_id.as_str()], "{sessions}");
+
+    // Someone else's invitation answers as a made-up one, and stays usable by its invitee.
+    let invite = w.invite(&w.family, "invitee@example.com").await?;
+    let accept = endpoint("POST", "/api/v1/invites/accept")?;
+    let theirs = w.call(accept, Auth::Bearer(&stranger.token), &real.with("invite_token", &invite)).await?;
+    let made_up = w.call(accept, Auth::Bearer(&stranger.token), &real).await?;
+    assert!(theirs.is(400, "invalid_token") && theirs == made_up, "{theirs} vs {made_up}");
+
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
+    assert_invite_still_open(&w, &invite).await
+}
+
+async fn a_co_guardian_may_read_change_and_delete(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let co = w.guardian("co").await?;
+    let spare = w.guardian("spare").await?;
+    w.join(&co, &w.family).await?;
+    let mut wrong = Vec::new();
+
+    // Reads and changes on the real family.
+    let invite_token = w.invite(&w.family, &co.email).await?;
+    let targets = w.targets(&co).with("id", &co.session_id).with("invite_token", &invite_token);
+    for endpoint in MATRIX.iter().filter(|e| matches!(e.effect, Read | Change)) {
+        let answer = w.call(endpoint, Auth::Bearer(&co.token), &targets).await?;
+        if !answer.is_success() {
+            wrong.push(format!("{endpoint}: {answer}"));
+        }
+    }
+    // Deletions last, each on a throwaway family and session.
+    for endpoint in MATRIX.iter().filter(|e| e.effect == Destroy) {
+        let (caller, targets) = w.throwaway(&co).await?;
+        let answer = w.call(endpoint, Auth::Bearer(&caller.token), &targets).await?;
+        if !answer.is_success() {
+            wrong.push(format!("{endpoint} (throwaway): {answer}"));
+        }
+    }
+    // Deleting one's own account, by a co-guardian kept for it.
+    for endpoint in MATRIX.iter().filter(|e| e.effect == DeleteAccount) {
+        let (caller, targets) = w.throwaway(&spare).await?;
+        let answer = w.call(endpoint, Auth::Bearer(&caller.token), &targets).await?;
+        let after = w.get(&caller, "/api/v1/me").await?;
+        if !answer.is_success() || !after.is(401, "unauthenticated") {
+            wrong.push(format!("{endpoint} (disposable co-guardian): {answer}, then GET /api/v1/me {after}"));
+        }
+    }
+    report(&wrong, "2xx")?;
+
+    // The real family survived its co-guardian's changes, with both guardians.
+    let family = w.get(&w.owner, &format!("/api/v1/families/{}", w.family)).await?;
+    assert_eq!(family.status, 200, "{family}");
+    assert_eq!(family.body["guardians"].as_array().map(Vec::len), Some(2), "{family}");
+    Ok(())
+}
+
+async fn a_signed_out_session_is_refused_everywhere(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let second = w.login(&w.owner).await?;
+    let path = format!("/api/v1/sessions/{}", second.session_id);
+    let signed_out = w.send("DELETE", &path, Auth::Bearer(&w.owner.token), None).await?;
+    assert_eq!(signed_out.status, 204, "{signed_out}");
+    let invite = w.invite(&w.family, "invitee@example.com").await?;
+    let targets = w.targets(&w.owner).with("invite_token", &invite);
+    expect_everywhere(&w, Auth::Bearer(&second.token), &targets, 401, "unauthenticated").await?;
+    let cookie = Auth::Cookie { token: &second.token, csrf: Some(&second.csrf) };
+    expect_everywhere(&w, cookie, &targets, 401, "unauthenticated").await?;
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
+    assert_invite_still_open(&w, &invite).await
+}
+
+const IDLE: &str = "2s";
+
+async fn an_idle_session_expires_and_a_recent_one_works(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &["--session-idle", IDLE]).await?;
+
+    let recent = w.login(&w.owner).await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let me = w.get(&recent, "/api/v1/me").await?;
+    assert_eq!(me.status, 200, "a session used within the idle time must work: {me}");
+
+    // One session per endpoint, so each call meets an expired session rather than one an
+    // earlier call already removed.
+    let mut sessions = Vec::new();
+    for _ in MATRIX {
+        sessions.push(w.login(&w.owner).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let targets = w.targets(&w.owner);
+    let mut wrong = Vec::new();
+    for (endpoint, session) in MATRIX.iter().zip(&sessions) {
+        let answer = w.call(endpoint, Auth::Bearer(&session.token), &targets).await?;
+        if !answer.is(401, "unauthenticated") {
+            wrong.push(format!("{endpoint}: {answer}"));
+        }
+    }
+    report(&wrong, "401 unauthenticated")?;
+
+    let owner = w.login(&w.owner).await?;
+    assert_untouched(&w, &owner, &[&w.owner.account_id]).await
+}
+
+async fn foreign_and_malformed_ids_are_not_found(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let stranger = w.guardian("stranger").await?;
+    let own = api::family(&w.server, &stranger, "The Strangers").await?;
+    let mut wrong = Vec::new();
+
+    // The owner's child under the stranger's own family: as unknown as a missing child.
+    let foreign = w.targets(&stranger).with("family_id", &own);
+    let missing = foreign.with("child_id", &ChildId::random().to_string());
+    for endpoint in MATRIX.iter().filter(|e| e.path.contains("{child_id}")) {
+        let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &foreign).await?;
+        let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
+        if !theirs.is(404, "not_found") || theirs != nothing {
+            wrong.push(format!("{endpoint}: another family's child answered {theirs}, a missing one {nothing}"));
+        }
+    }
+
+    // Malformed ids in each id's place, called by the owner (who may see the real ones).
+    let targets = w.targets(&w.owner);
+    for endpoint in MATRIX {
+        for name in endpoint.ids() {
+            for bad in MALFORMED_IDS {
+                let answer = w.call(endpoint, Auth::Bearer(&w.owner.token), &targets.with(name, bad)).await?;
+                if !answer.is(404, "not_found") {
+                    wrong.push(format!("{endpoint} with {name} = {bad:?}: {answer}"));
+                }
+            }
+        }
+    }
+    report(&wrong, "404 not_found")?;
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await
+}
+
+async fn cookie_changes_need_the_csrf_token(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let other = w.login(&w.owner).await?;
+    let invite = w.invite(&w.family, "invitee@example.com").await?;
+    let targets = w.targets(&w.owner).with("invite_token", &invite);
+    let token = w.owner.token.as_str();
+    let mut wrong = Vec::new();
+    for csrf in [None, Some(other.csrf.as_str())] {
+        let auth = Auth::Cookie { token, csrf };
+        for endpoint in MATRIX {
+            let answer = w.call(endpoint, auth, &targets).await?;
+            let fine = if endpoint.is_safe() { answer.is_success() } else { answer.is(403, "csrf_rejected") };
+            if !fine {
+                wrong.push(format!("{endpoint} with CSRF token {csrf:?}: {answer}"));
+            }
+        }
+    }
+    report(&wrong, "2xx for reads, 403 csrf_rejected for changes")?;
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
+
+    // Not vacuous: with its own CSRF token the cookie may change things.
+    let path = format!("/api/v1/families/{}/invites", w.family);
+    let auth = Auth::Cookie { token, csrf: Some(&w.owner.csrf) };
+    let invited = w.send("POST", &path, auth, Some(json!({"email": "friend@example.com"}))).await?;
+    assert_eq!(invited.status, 202, "{invited}");
+    assert_invite_still_open(&w, &invite).await
+}
+
+/// The guard against a vacuous matrix: it must name every operation of the running
+/// server's OpenAPI document that takes a session, and nothing else.
+async fn the_matrix_covers_every_documented_endpoint(postgres: bool) -> TestResult {
+    let (server, _dirs) = start(postgres, &[]).await?;
+    let (status, doc) = api::get(&server, "/api/v1/openapi.json", None).await?;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().ok_or("an OpenAPI document without paths")?;
+    let mut documented = BTreeSet::new();
+    for (path, item) in paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if item.get(method.to_lowercase()).is_some() && !is_public(method, path) {
+                documented.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    let tested: BTreeSet<_> = MATRIX.iter().map(|e| (e.method.to_owned(), e.path.to_owned())).collect();
+    assert_eq!(MATRIX.len(), tested.len(), "an endpoint is in the matrix twice");
+    let untested: Vec<_> = documented.difference(&tested).collect();
+    let undocumented: Vec<_> = tested.difference(&documented).collect();
+    assert!(untested.is_empty(), "documented but not in MATRIX: {untested:?}");
+    assert!(undocumented.is_empty(), "in MATRIX but not documented: {undocumented:?}");
+    for prefix in ["/api/v1/families", "/api/v1/sessions"] {
+        assert!(tested.iter().any(|(_, path)| path.starts_with(prefix)), "nothing under {prefix}");
+    }
+
+    // And the document says what the matrix checks: 401 everywhere, 404 for ids.
+    let mut wrong = Vec::new();
+    for endpoint in MATRIX {
+        let responses = &doc["paths"][endpoint.path][endpoint.method.to_lowercase()]["responses"];
+        if responses.get("401").is_none() {
+            wrong.push(format!("{endpoint} documents no 401"));
+        }
+        if endpoint.ids().next().is_some() && responses.get("404").is_none() {
+            wrong.push(format!("{endpoint} documents no 404"));
+        }
+    }
+    report(&wrong, "as documented")
+}
+
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
+        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
+    };
+}
+
+on_both_engines!(
+    the_matrix_covers_every_documented_endpoint,
+    nobody_and_made_up_tokens_are_unauthenticated,
+    another_familys_guardian_gets_the_answer_for_a_missing_one,
+    a_co_guardian_may_read_change_and_delete,
+    a_signed_out_session_is_refused_everywhere,
+    an_idle_session_expires_and_a_recent_one_works,
+    foreign_and_malformed_ids_are_not_found,
+    cookie_changes_need_the_csrf_token,
+    a_session_in_use_outlives_the_idle_time,
+    a_refused_account_deletion_leaves_the_memberships,
+);
+
+// ---- regressions of bugs this matrix found ------------------------------------------------
+
+/// A session used more often than `--session-idle` must stay signed in.
+async fn a_session_in_use_outlives_the_idle_time(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &["--session-idle", IDLE]).await?;
+    let session = w.login(&w.owner).await?;
+    for use_ in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let me = w.get(&session, "/api/v1/me").await?;
+        assert_eq!(me.status, 200, "use {use_}, 0.9 s after the one before, found the session idle: {me}");
+    }
+    Ok(())
+}
+
+/// DELETE /api/v1/me refused (409 last_guardian) must leave every membership as it was.
+async fn a_refused_account_deletion_leaves_the_memberships(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let co = w.guardian("co").await?;
+    w.join(&co, &w.family).await?;
+    api::family(&w.server, &co, "The Co's Own").await?; // of which co is the last guardian
+    let refused = w.send("DELETE", "/api/v1/me", Auth::Bearer(&co.token), None).await?;
+    assert!(refused.is(409, "last_guardian"), "{refused}");
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id, &co.account_id]).await
+}
+
