@@ -27,12 +27,15 @@ pub async fn sweep(services: &Services, config: &ServerConfig) -> Result<SweepRe
     let now = now_millis();
     let store = services.vault.store();
     let mut report = SweepReport::default();
-    for account in store.idle_accounts(now - millis(config.account_idle), 500).await? {
+    let idle_before = now - millis(config.account_idle);
+    for account in store.idle_accounts(idle_before, 500).await? {
         match account.idle_warned_at {
             None => {
-                warn(services, config, &account).await?;
-                store.mark_idle_warned(account.id, now).await?;
-                report.warned += 1;
+                // Marked first, so a sign-in racing the sweep wins and no warning goes out.
+                if store.mark_idle_warned(account.id, now, idle_before).await? {
+                    warn(services, config, &account).await?;
+                    report.warned += 1;
+                }
             }
             Some(warned_at) if now - warned_at >= millis(config.account_idle_grace) => {
                 delete(services, &account).await?;

@@ -56,7 +56,9 @@ pub trait AccountStore {
     async fn touch_account(&self, id: AccountId, at: i64) -> Result<(), StoreError>;
     /// Accounts last active before `before`, oldest first.
     async fn idle_accounts(&self, before: i64, limit: i64) -> Result<Vec<AccountRow>, StoreError>;
-    async fn mark_idle_warned(&self, id: AccountId, at: i64) -> Result<(), StoreError>;
+    /// Marks the account warned, only if it is still idle since before `idle_before` and
+    /// not warned yet (a sign-in between the sweep's read and this write wins).
+    async fn mark_idle_warned(&self, id: AccountId, at: i64, idle_before: i64) -> Result<bool, StoreError>;
     /// Deletes the account, its key, sessions, tokens and memberships.
     async fn delete_account(&self, id: AccountId) -> Result<bool, StoreError>;
 

@@ -184,7 +184,7 @@ pub struct Me {
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub async fn me(State(state): State<AppState>, guardian: Guardian) -> Result<ApiJson<Me>, ApiError> {
-    let account = state.vault.store().account(guardian.account).await?.ok_or_else(|| ApiError::not_found())?;
+    let account = state.vault.store().account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
     let email = state.vault.account_email(&account).await?.unwrap_or_default();
     Ok(ApiJson(Me {
         account_id: account.id,
@@ -217,7 +217,7 @@ pub async fn change_password(
     let key = format!("password:{}", guardian.account);
     throttle(&state.throttles.login, &[&key])?;
     let store = state.vault.store();
-    let account = store.account(guardian.account).await?.ok_or_else(|| ApiError::not_found())?;
+    let account = store.account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
     match verify_password(&state.passwords, &body.current_password, Some(account.password_hash)).await? {
         Verification::Valid { .. } => state.throttles.login.record_success(&key),
         Verification::Invalid => {

@@ -139,16 +139,20 @@ impl AccountStore for SqlStore {
         rows.into_iter().map(account_from).collect()
     }
 
-    async fn mark_idle_warned(&self, id: AccountId, at: i64) -> Result<(), StoreError> {
-        on_pool!(&self.db, |pool| {
-            sqlx::query("UPDATE accounts SET idle_warned_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(id.to_string())
-                .execute(pool)
-                .await
-                .map(|_| ())
+    async fn mark_idle_warned(&self, id: AccountId, at: i64, idle_before: i64) -> Result<bool, StoreError> {
+        let n = on_pool!(&self.db, |pool| {
+            sqlx::query(
+                "UPDATE accounts SET idle_warned_at = $1 \
+                 WHERE id = $2 AND last_active_at < $3 AND idle_warned_at IS NULL",
+            )
+            .bind(at)
+            .bind(id.to_string())
+            .bind(idle_before)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })?;
-        Ok(())
+        Ok(n > 0)
     }
 
     async fn delete_account(&self, id: AccountId) -> Result<bool, StoreError> {

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(crate::settings::ServeArgs),
+    Serve(Box<crate::settings::ServeArgs>),
     /// Operator's tools: key rotation, audit log verification.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -26,7 +26,7 @@ enum Command {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Admin(command) => command.run().await,
         }
     }

@@ -26,10 +26,9 @@ pub fn outbox_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> 
         let text = std::fs::read_to_string(path)?;
         let to_line = format!("To: {to}");
         let has_subject = text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject));
-        if text.lines().any(|l| l == to_line) && has_subject {
-            if let Some(token) = text.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64) {
-                return Ok(token.to_owned());
-            }
+        let token = text.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64);
+        if let (true, Some(token)) = (text.lines().any(|l| l == to_line) && has_subject, token) {
+            return Ok(token.to_owned());
         }
     }
     Err(format!("no mail to {to} about {subject:?} in {}", outbox.display()).into())
