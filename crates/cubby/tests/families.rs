@@ -1,7 +1,8 @@
 //! Families, consent and children through the real binary: no child data before consent,
 //! a materially changed privacy notice asks again, co-guardians, export, and deletion that
 //! shreds (a restored copy of a deleted row does not open). On SQLite and PostgreSQL; the
-//! at-rest scan of the data directory on SQLite, whose files can be read.
+//! at-rest scan of the data directory on SQLite, whose files can be read, and of a
+//! `pg_dump` of the whole database on PostgreSQL.
 
 mod common;
 
@@ -818,49 +819,70 @@ fn the_scan_finds_every_encoding_at_every_alignment() {
 
 const AT_REST_PASSWORDS: [&str; 3] =
     ["Quartz-Lantern-Meadow-4471", "Velvet-Anchor-Orchard-9023", "Saffron-Beacon-Tundra-5518"];
+const AT_REST_EMAILS: [&str; 3] =
+    ["ottoline.quillfeather@example.org", "barnaby.marchbanks@example.org", "imogen.thistlewood@example.net"];
+/// Invited, never accepts.
+const AT_REST_INVITEE: &str = "never.answers.pendleworth@example.com";
+const AT_REST_FAMILIES: [&str; 2] = ["Quillfeather-Marchbanks Household", "Thistlewood-Okonkwo Family"];
+const AT_REST_KIDS: [&str; 4] = ["Wrenna-Bellflower", "Caspian-Moonwhistle", "Juniper-Starling-Quay", "Tobiah-Fernsworth"];
+
+/// Every personal value the at-rest scenario hands the server.
+fn at_rest_values() -> Vec<&'static str> {
+    AT_REST_EMAILS
+        .iter()
+        .chain([AT_REST_INVITEE].iter())
+        .chain(AT_REST_FAMILIES.iter())
+        .chain(AT_REST_KIDS.iter())
+        .chain(AT_REST_PASSWORDS.iter())
+        .copied()
+        .collect()
+}
+
+/// The ids of the at-rest scenario's two families.
+struct AtRestFamilies {
+    first: String,
+    second: String,
+}
+
+/// The at-rest scenario, on a running server: three guardians, two families, a co-guardian
+/// who joined by invitation, an invitation never accepted, consent, four children,
+/// third-party consent, an export and the deletion of a child.
+async fn at_rest_scenario(server: &Server, outbox: &Path) -> Fallible<AtRestFamilies> {
+    let (emails, families, kids) = (AT_REST_EMAILS, AT_REST_FAMILIES, AT_REST_KIDS);
+    let ottoline = api::guardian(server, outbox, emails[0], AT_REST_PASSWORDS[0]).await?;
+    let barnaby = api::guardian(server, outbox, emails[1], AT_REST_PASSWORDS[1]).await?;
+    let imogen = api::guardian(server, outbox, emails[2], AT_REST_PASSWORDS[2]).await?;
+    let first = api::family(server, &ottoline, families[0]).await?;
+    let second = api::family(server, &imogen, families[1]).await?;
+    let token = invite(server, outbox, &ottoline, &first, emails[1]).await?;
+    let reply = post(server, "/api/v1/invites/accept", &barnaby, json!({"token": token})).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // A pending invitation too, to an address that never accepts.
+    invite(server, outbox, &imogen, &second, AT_REST_INVITEE).await?;
+    api::consent(server, outbox, &ottoline, &first).await?;
+    api::consent(server, outbox, &imogen, &second).await?;
+    api::child(server, &ottoline, &first, kids[0], "6_8").await?;
+    let caspian = api::child(server, &barnaby, &first, kids[1], "9_12").await?;
+    api::child(server, &imogen, &second, kids[2], "under_6").await?;
+    api::child(server, &imogen, &second, kids[3], "13_17").await?;
+    let reply = put(server, &family_path(&second, "/third-party-consent"), &imogen, json!({"enabled": true})).await?;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let reply = get(server, &family_path(&first, "/export"), &barnaby).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply.text.contains(kids[0]) && reply.text.contains(emails[1]), "the export holds them: {}", reply.text);
+    let reply = delete(server, &child_path(&first, &caspian, ""), &ottoline).await?;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    Ok(AtRestFamilies { first, second })
+}
 
 #[tokio::test]
 async fn nothing_personal_is_in_the_sqlite_files() -> TestResult {
     let setup = setup(false).await?;
     let server = Server::start(&setup.args)?;
     let outbox = setup.dirs.outbox();
-    let emails =
-        ["ottoline.quillfeather@example.org", "barnaby.marchbanks@example.org", "imogen.thistlewood@example.net"];
-    let families = ["Quillfeather-Marchbanks Household", "Thistlewood-Okonkwo Family"];
-    let kids = ["Wrenna-Bellflower", "Caspian-Moonwhistle", "Juniper-Starling-Quay", "Tobiah-Fernsworth"];
-
-    let ottoline = api::guardian(&server, &outbox, emails[0], AT_REST_PASSWORDS[0]).await?;
-    let barnaby = api::guardian(&server, &outbox, emails[1], AT_REST_PASSWORDS[1]).await?;
-    let imogen = api::guardian(&server, &outbox, emails[2], AT_REST_PASSWORDS[2]).await?;
-    let first = api::family(&server, &ottoline, families[0]).await?;
-    let second = api::family(&server, &imogen, families[1]).await?;
-    let token = invite(&server, &outbox, &ottoline, &first, emails[1]).await?;
-    let reply = post(&server, "/api/v1/invites/accept", &barnaby, json!({"token": token})).await?;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    // A pending invitation too, to an address that never accepts.
-    invite(&server, &outbox, &imogen, &second, "never.answers.pendleworth@example.com").await?;
-    api::consent(&server, &outbox, &ottoline, &first).await?;
-    api::consent(&server, &outbox, &imogen, &second).await?;
-    api::child(&server, &ottoline, &first, kids[0], "6_8").await?;
-    let caspian = api::child(&server, &barnaby, &first, kids[1], "9_12").await?;
-    api::child(&server, &imogen, &second, kids[2], "under_6").await?;
-    api::child(&server, &imogen, &second, kids[3], "13_17").await?;
-    let reply = put(&server, &family_path(&second, "/third-party-consent"), &imogen, json!({"enabled": true})).await?;
-    assert_eq!(reply.status, 204, "{}", reply.text);
-    let reply = get(&server, &family_path(&first, "/export"), &barnaby).await?;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert!(reply.text.contains(kids[0]) && reply.text.contains(emails[1]), "the export holds them: {}", reply.text);
-    let reply = delete(&server, &child_path(&first, &caspian, ""), &ottoline).await?;
-    assert_eq!(reply.status, 204, "{}", reply.text);
-
-    let values: Vec<&str> = emails
-        .iter()
-        .chain(["never.answers.pendleworth@example.com"].iter())
-        .chain(families.iter())
-        .chain(kids.iter())
-        .chain(AT_REST_PASSWORDS.iter())
-        .copied()
-        .collect();
+    at_rest_scenario(&server, &outbox).await?;
+    let emails = AT_REST_EMAILS;
+    let values = at_rest_values();
     let needles: Vec<Needle> = values.iter().flat_map(|v| encodings(v)).collect();
 
     // While the server runs (fresh writes sit in the write-ahead log)...
@@ -882,6 +904,98 @@ async fn nothing_personal_is_in_the_sqlite_files() -> TestResult {
     // ...and the same needles find the addresses in the outbox, where mail holds them in the clear.
     let (_, in_outbox) = scan(&outbox, &needles)?;
     for email in emails {
+        assert!(in_outbox.iter().any(|f| f.contains(&format!("{email:?} as utf-8"))), "{email}: {in_outbox:?}");
+    }
+
+    // Nor do the server's logs carry any of it.
+    let in_logs: Vec<&str> = values.iter().copied().filter(|v| logs.contains(v)).collect();
+    assert!(in_logs.is_empty(), "in the logs: {in_logs:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 5b. Nothing personal at rest (PostgreSQL): in a dump of the whole database
+// ---------------------------------------------------------------------------------------
+
+/// `pg_dump`, found as scripts/test finds the server's binaries: the newest
+/// /usr/lib/postgresql/VERSION/bin, else `pg_dump` on PATH.
+fn pg_dump_binary() -> Fallible<PathBuf> {
+    let version = |name: &str| -> Option<Vec<u32>> { name.split('.').map(|part| part.parse().ok()).collect() };
+    let mut newest: Option<(Vec<u32>, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        for entry in entries.filter_map(Result::ok) {
+            let binary = entry.path().join("bin").join("pg_dump");
+            let Some(number) = entry.file_name().to_str().and_then(version) else { continue };
+            if binary.is_file() && newest.as_ref().is_none_or(|(best, _)| number > *best) {
+                newest = Some((number, binary));
+            }
+        }
+    }
+    if let Some((_, binary)) = newest {
+        return Ok(binary);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join("pg_dump")).find(|binary| binary.is_file()).ok_or_else(|| {
+        "pg_dump not found: neither /usr/lib/postgresql/*/bin/pg_dump nor pg_dump on PATH; \
+         install PostgreSQL's client tools (scripts/test installs the Debian package `postgresql`)"
+            .into()
+    })
+}
+
+/// The whole database at `url`, schema and rows, as `pg_dump` writes it in plain SQL.
+fn pg_dump(url: &str) -> Fallible<Vec<u8>> {
+    let binary = pg_dump_binary()?;
+    let output = std::process::Command::new(&binary)
+        .args(["--format=plain", "--no-password", "--dbname", url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("{} failed ({}): {stderr}", binary.display(), output.status).into());
+    }
+    Ok(output.stdout)
+}
+
+#[tokio::test]
+async fn nothing_personal_is_in_the_postgres_database() -> TestResult {
+    // Fail before any work when the dump cannot be made.
+    pg_dump_binary()?;
+    let setup = setup(true).await?;
+    let server = Server::start(&setup.args)?;
+    let outbox = setup.dirs.outbox();
+    let families = at_rest_scenario(&server, &outbox).await?;
+    let values = at_rest_values();
+    let needles: Vec<Needle> = values.iter().flat_map(|v| encodings(v)).collect();
+    let (status, logs) = server.stop()?;
+    assert!(status.success(), "{logs}");
+
+    // What the first family's name is sealed to, read directly: a bytea value.
+    let mut db = Db::connect(&setup.url).await?;
+    let (_, _, name_sealed) = db.family_record(&families.first).await?;
+    db.close().await?;
+    assert!(name_sealed.len() >= 4, "a sealed name of {} bytes", name_sealed.len());
+
+    let dump = pg_dump(&setup.url)?;
+    let leaks = find(&dump, &needles);
+    assert!(leaks.is_empty(), "personal data in the PostgreSQL database:\n{}", leaks.join("\n"));
+
+    // The scan reads the real dump: what is stored in the clear, it finds. pg_dump writes
+    // bytea as \x and lowercase hex, which the hex needles cover; the sealed name is found so.
+    let mut sealed_hex = b"\\x".to_vec();
+    sealed_hex.extend(hex::encode(&name_sealed).into_bytes());
+    let plain = [
+        Needle { label: "the table name".to_owned(), bytes: b"children".to_vec() },
+        Needle { label: "the first family's id".to_owned(), bytes: families.first.clone().into_bytes() },
+        Needle { label: "the second family's id".to_owned(), bytes: families.second.clone().into_bytes() },
+        Needle { label: "the first family's sealed name as bytea".to_owned(), bytes: sealed_hex },
+    ];
+    let found = find(&dump, &plain);
+    let expected: Vec<String> = plain.iter().map(|n| n.label.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    assert_eq!(found, expected, "the scan missed what the dump holds in the clear ({} bytes)", dump.len());
+    // ...and the same needles find the addresses in the outbox, where mail holds them in the clear.
+    let (_, in_outbox) = scan(&outbox, &needles)?;
+    for email in AT_REST_EMAILS {
         assert!(in_outbox.iter().any(|f| f.contains(&format!("{email:?} as utf-8"))), "{email}: {in_outbox:?}");
     }
 
