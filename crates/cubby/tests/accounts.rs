@@ -179,6 +179,23 @@ fn assert_indistinguishable(what: &str, existing: &Reply, unknown: &Reply) {
 
 // ---- mail --------------------------------------------------------------------------------------
 
+/// Waits (up to 10 s) until a mail to `to` about `subject` is in the outbox.
+fn await_mail(outbox: &std::path::Path, to: &str, subject: &str) -> Fallible<()> {
+    await_mails(outbox, to, subject, 1)
+}
+
+/// Waits (up to 10 s) until at least `count` such mails are in the outbox.
+fn await_mails(outbox: &std::path::Path, to: &str, subject: &str, count: usize) -> Fallible<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mails(outbox, to, subject)?.len() < count {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no mail to {to} about {subject:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
+}
+
 /// The mails to `to` whose subject contains `subject` (none if the outbox does not exist yet).
 fn mails(outbox: &std::path::Path, to: &str, subject: &str) -> Fallible<Vec<cubby_server::mail::Email>> {
     if !outbox.exists() {
@@ -295,6 +312,9 @@ async fn sign_up_login_and_reset_do_not_reveal_who_has_an_account(postgres: bool
     let fresh = sign_up(server, "newcomer@example.com", OTHER_PASSWORD).await?.expect(202, "", "sign-up, new")?;
     assert_indistinguishable("sign-up", &existing, &fresh);
     assert_eq!(existing.body["status"], "accepted", "{}", existing.text);
+    // The mail goes out after the answer.
+    outbox_token(&outbox, "newcomer@example.com", CONFIRM_SUBJECT)?;
+    await_mail(&outbox, "owner@example.com", ALREADY_SUBJECT)?;
     // The owner hears about it instead of getting a second account.
     assert_eq!(mails(&outbox, "owner@example.com", ALREADY_SUBJECT)?.len(), 1);
     assert_eq!(mails(&outbox, "owner@example.com", CONFIRM_SUBJECT)?.len(), 1, "one confirmation, from the first sign-up");
@@ -326,6 +346,7 @@ async fn sign_up_login_and_reset_do_not_reveal_who_has_an_account(postgres: bool
     let existing = request_reset(server, "owner@example.com").await?.expect(202, "", "reset, existing")?;
     let unknown = request_reset(server, "nobody@example.com").await?.expect(202, "", "reset, unknown")?;
     assert_indistinguishable("password reset", &existing, &unknown);
+    await_mail(&outbox, "owner@example.com", RESET_SUBJECT)?;
     assert_eq!(mails(&outbox, "owner@example.com", RESET_SUBJECT)?.len(), 1);
     assert!(mails(&outbox, "nobody@example.com", "")?.is_empty(), "mail went to an address without an account");
     Ok(())
@@ -437,11 +458,12 @@ async fn an_unconfirmed_account_cannot_sign_in_and_the_link_works_once(postgres:
     let outbox = run.outbox();
 
     sign_up(server, "pending@example.com", PASSWORD).await?.expect(202, "", "sign-up")?;
+    // The account exists once its confirmation mail is out.
+    let token = outbox_token(&outbox, "pending@example.com", CONFIRM_SUBJECT)?;
     let refused =
         login(server, "pending@example.com", PASSWORD).await?.expect(403, "email_not_verified", "login before confirming")?;
     assert!(refused.header(SET_COOKIE).is_none() && refused.body.get("token").is_none(), "{}", refused.text);
 
-    let token = outbox_token(&outbox, "pending@example.com", CONFIRM_SUBJECT)?;
     // The confirmation token is not a password-reset token.
     confirm_reset(server, &token, NEW_PASSWORD).await?.expect(400, "invalid_token", "verify token used to reset")?;
     post(server, "/api/v1/accounts/verify-email", None, json!({"token": "00".repeat(32)}))
@@ -655,6 +677,7 @@ async fn a_password_reset_signs_out_everywhere_and_its_link_works_once(postgres:
     let other = api::login(server, &me.email, PASSWORD).await?;
 
     request_reset(server, "forgetful@example.com").await?.expect(202, "", "reset request")?;
+    await_mail(&outbox, "forgetful@example.com", RESET_SUBJECT)?;
     let reset_mails = mails(&outbox, "forgetful@example.com", RESET_SUBJECT)?;
     assert_eq!(reset_mails.len(), 1);
     let token = outbox_token(&outbox, "forgetful@example.com", RESET_SUBJECT)?;
@@ -675,6 +698,7 @@ async fn a_password_reset_signs_out_everywhere_and_its_link_works_once(postgres:
     login(server, &me.email, NEW_PASSWORD).await?.expect(201, "", "new password still")?;
     // A reset token is not an email-confirmation token either.
     request_reset(server, "forgetful@example.com").await?.expect(202, "", "second reset request")?;
+    await_mails(&outbox, "forgetful@example.com", RESET_SUBJECT, 2)?;
     let second = outbox_token(&outbox, "forgetful@example.com", RESET_SUBJECT)?;
     assert_ne!(second, token, "a new request sends a new token");
     post(server, "/api/v1/accounts/verify-email", None, json!({"token": second}))
@@ -691,8 +715,10 @@ async fn an_older_reset_link_is_void_once_the_password_was_reset(postgres: bool)
     let outbox = run.outbox();
     run.guardian("twice@example.com").await?;
     request_reset(server, "twice@example.com").await?.expect(202, "", "first reset request")?;
+    await_mails(&outbox, "twice@example.com", RESET_SUBJECT, 1)?;
     let first = outbox_token(&outbox, "twice@example.com", RESET_SUBJECT)?;
     request_reset(server, "twice@example.com").await?.expect(202, "", "second reset request")?;
+    await_mails(&outbox, "twice@example.com", RESET_SUBJECT, 2)?;
     let second = outbox_token(&outbox, "twice@example.com", RESET_SUBJECT)?;
     assert_ne!(first, second);
     confirm_reset(server, &second, NEW_PASSWORD).await?.expect(204, "", "newer link")?;

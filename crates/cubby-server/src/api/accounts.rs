@@ -49,29 +49,41 @@ pub async fn sign_up(
     check_new_password(&body.password)?;
     let index_key = format!("signup:{}", hex::encode(state.vault.email_index(&email)));
     throttle(&state.throttles.requests, &[&client.throttle_key(), &index_key])?;
-    let hash = hash_password(&state.passwords, &body.password).await?;
-    match state.vault.create_account(&email, hash).await {
+    // The rest happens after answering, so the answer's timing cannot tell a taken address
+    // from a free one.
+    tokio::spawn(async move {
+        if let Err(error) = register(&state, &email, &body.password).await {
+            tracing::error!(code = %error.code(), "sign-up could not be completed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, ApiJson(accepted("if the address can be used, a confirmation link is on its way"))))
+}
+
+/// Creates the account and mails the confirmation link, or tells the owner of a taken
+/// address that someone tried.
+async fn register(state: &AppState, email: &str, password: &str) -> Result<(), ApiError> {
+    let hash = hash_password(&state.passwords, password).await?;
+    match state.vault.create_account(email, hash).await {
         Ok(account) => {
-            let token = email_token(&state, VERIFY_EMAIL, account, None, String::new(), 24 * HOUR_MS).await?;
+            let token = email_token(state, VERIFY_EMAIL, account, None, String::new(), 24 * HOUR_MS).await?;
             let link = format!("{}/verify-email?token={token}", state.config.public_url);
             let body = format!(
                 "Welcome to Cubby.\n\nConfirm your email address by opening this link within 24 hours:\n{link}\n\n\
                  (or send the token {token} to POST /api/v1/accounts/verify-email)\n\n\
                  If you did not sign up, ignore this message.\n"
             );
-            send_mail(&state, &email, "Confirm your email address", body).await?;
-            audit(&state, Actor::Account(account), "account.created", None, "{}".to_owned()).await?;
+            send_mail(state, email, "Confirm your email address", body).await?;
+            audit(state, Actor::Account(account), "account.created", None, "{}".to_owned()).await
         }
         Err(VaultError::Store(StoreError::Conflict)) => {
             let body = "Someone (perhaps you) tried to create a Cubby account with this address, which already has \
                         one.\n\nIf it was you, sign in, or reset your password if you forgot it. If not, ignore this \
                         message: nothing was changed.\n"
                 .to_owned();
-            send_mail(&state, &email, "You already have a Cubby account", body).await?;
+            send_mail(state, email, "You already have a Cubby account", body).await
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => Err(error.into()),
     }
-    Ok((StatusCode::ACCEPTED, ApiJson(accepted("if the address can be used, a confirmation link is on its way"))))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -122,18 +134,26 @@ pub async fn request_reset(
     let index = state.vault.email_index(&email);
     let index_key = format!("reset:{}", hex::encode(&index));
     throttle(&state.throttles.requests, &[&client.throttle_key(), &index_key])?;
-    if let Some(account) = state.vault.store().account_by_email_index(&index).await? {
-        let token = email_token(&state, RESET_PASSWORD, account.id, None, String::new(), 30 * MINUTE_MS).await?;
-        let link = format!("{}/reset-password?token={token}", state.config.public_url);
-        let body = format!(
-            "Someone asked to reset the password of your Cubby account.\n\nIf it was you, open this link within \
-             30 minutes:\n{link}\n\n(or send the token {token} to POST /api/v1/password-reset/confirm)\n\n\
-             If not, ignore this message: your password is unchanged.\n"
-        );
-        send_mail(&state, &email, "Reset your Cubby password", body).await?;
-        audit(&state, Actor::Account(account.id), "password.reset_requested", None, "{}".to_owned()).await?;
-    }
+    // Looked up and mailed after answering: the answer's timing says nothing either.
+    tokio::spawn(async move {
+        if let Err(error) = send_reset_link(&state, &email, &index).await {
+            tracing::error!(code = %error.code(), "reset link could not be sent");
+        }
+    });
     Ok(answer())
+}
+
+async fn send_reset_link(state: &AppState, email: &str, index: &[u8]) -> Result<(), ApiError> {
+    let Some(account) = state.vault.store().account_by_email_index(index).await? else { return Ok(()) };
+    let token = email_token(state, RESET_PASSWORD, account.id, None, String::new(), 30 * MINUTE_MS).await?;
+    let link = format!("{}/reset-password?token={token}", state.config.public_url);
+    let body = format!(
+        "Someone asked to reset the password of your Cubby account.\n\nIf it was you, open this link within \
+         30 minutes:\n{link}\n\n(or send the token {token} to POST /api/v1/password-reset/confirm)\n\n\
+         If not, ignore this message: your password is unchanged.\n"
+    );
+    send_mail(state, email, "Reset your Cubby password", body).await?;
+    audit(state, Actor::Account(account.id), "password.reset_requested", None, "{}".to_owned()).await
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -18,8 +18,23 @@ pub struct Session {
     pub account_id: String,
 }
 
-/// The newest 64-hex-digit token in a mail to `to` whose subject contains `subject`.
+/// The newest 64-hex-digit token in a mail to `to` whose subject contains `subject`,
+/// waiting up to 10 s for it: sign-up and reset mail goes out after the server answers.
 pub fn outbox_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match newest_token(outbox, to, subject) {
+            Ok(token) => return Ok(token),
+            Err(error) if std::time::Instant::now() > deadline => return Err(error),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(25)),
+        }
+    }
+}
+
+fn newest_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
+    if !outbox.exists() {
+        return Err(format!("no outbox at {}", outbox.display()).into());
+    }
     let mut entries: Vec<_> = std::fs::read_dir(outbox)?.filter_map(Result::ok).map(|e| e.path()).collect();
     entries.sort();
     for path in entries.iter().rev() {
@@ -56,13 +71,36 @@ pub async fn get(server: &Server, path: &str, token: Option<&str>) -> Fallible<(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// How many mails to `to` about `subject` hold a token.
+fn token_mails(outbox: &Path, to: &str, subject: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(outbox) else { return 0 };
+    let to_line = format!("To: {to}");
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|text| {
+            text.lines().any(|l| l == to_line) && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject))
+        })
+        .count()
+}
+
 /// Signs up, confirms the address from the outbox and signs in.
 pub async fn guardian(server: &Server, outbox: &Path, email: &str, password: &str) -> Fallible<Session> {
+    let subject = "Confirm your email";
+    let before = token_mails(outbox, email, subject);
     let (status, body) = post(server, "/api/v1/accounts", None, json!({"email": email, "password": password})).await?;
     if status != 202 {
         return Err(format!("sign-up answered {status}: {body}").into());
     }
-    let token = outbox_token(outbox, email, "Confirm your email")?;
+    // The mail goes out after the answer: wait for this sign-up's own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while token_mails(outbox, email, subject) <= before {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no confirmation mail to {email}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let token = outbox_token(outbox, email, subject)?;
     let (status, body) = post(server, "/api/v1/accounts/verify-email", None, json!({"token": token})).await?;
     if status != 204 {
         return Err(format!("verification answered {status}: {body}").into());
