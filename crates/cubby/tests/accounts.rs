@@ -2,6 +2,7 @@
 //! verification, sign-in and its throttle, sessions (bearer and cookie), password change and
 //! reset, idle-account deletion, and what reaches the audit log and the server's log.
 
+#[macro_use]
 mod common;
 
 use std::future::Future;
@@ -876,13 +877,6 @@ async fn sign_up_and_logins_are_audited_without_emails_or_passwords(postgres: bo
         }
     }
     Ok(())
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
-        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
-    };
 }
 
 on_both_engines!(

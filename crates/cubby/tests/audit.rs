@@ -1,6 +1,7 @@
 //! `cubby admin audit verify` against a log that an attacker with database access edited,
 //! on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use common::{Dirs, Fallible, TestResult, cubby, open_vault, strings, text};
@@ -106,13 +107,6 @@ async fn a_renumbered_deletion_breaks_the_chain(postgres: bool) -> TestResult {
     assert!(!ok, "{output}");
     assert!(output.contains("entry 2 does not chain"), "{output}");
     Ok(())
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
-        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
-    };
 }
 
 on_both_engines!(

@@ -20,6 +20,7 @@
 //! compares it with the running server's OpenAPI document, so an endpoint cannot be added
 //! without joining the matrix.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -665,13 +666,6 @@ async fn the_matrix_covers_every_documented_endpoint(postgres: bool) -> TestResu
         }
     }
     report(&wrong, "as documented")
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
-        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
-    };
 }
 
 on_both_engines!(

@@ -4,6 +4,7 @@
 //! at-rest scan of the data directory on SQLite, whose files can be read, and of a
 //! `pg_dump` of the whole database on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
@@ -1224,13 +1225,6 @@ async fn a_former_guardian_cannot_confirm_consent(postgres: bool) -> TestResult 
     let reply = get(&server, &family_path(&family, "/consent"), &alice).await?;
     assert_eq!(reply.body["collection_valid"], false, "{}", reply.text);
     Ok(())
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
-        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
-    };
 }
 
 on_both_engines!(

@@ -5,6 +5,16 @@
 
 pub mod api;
 
+/// Expands scenarios `async fn NAME(postgres: bool) -> TestResult` into one test per
+/// engine: `sqlite::NAME` and `postgres::NAME` (a fresh database each).
+#[allow(unused_macros)] // not every test binary runs on both engines
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(false).await } )* }
+        mod postgres { $( #[tokio::test] async fn $scenario() -> super::TestResult { super::$scenario(true).await } )* }
+    };
+}
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
