@@ -744,6 +744,53 @@ async fn own_logins_do_not_reset_an_address_guessing_at_others(postgres: bool) -
     Ok(())
 }
 
+/// Runs one statement with two text parameters on either engine.
+async fn execute(url: &str, sql: &'static str, first: &str, second: &str) -> Fallible<u64> {
+    let affected = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        let n = sqlx::query(sql).bind(first).bind(second).execute(&mut conn).await?.rows_affected();
+        conn.close().await?;
+        n
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let n = sqlx::query(sql).bind(first).bind(second).execute(&mut conn).await?.rows_affected();
+        conn.close().await?;
+        n
+    };
+    Ok(affected)
+}
+
+async fn stored_password_hash(url: &str, account_id: &str) -> Fallible<String> {
+    const SQL: &str = "SELECT password_hash FROM accounts WHERE id = $1";
+    let hash: String = if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query_scalar(SQL).bind(account_id).fetch_one(&mut conn).await?
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query_scalar(SQL).bind(account_id).fetch_one(&mut conn).await?
+    };
+    Ok(hash)
+}
+
+/// A hash made with weaker parameters (as an older server would have) is upgraded at login.
+async fn a_password_hashed_with_weaker_parameters_is_rehashed_at_login(postgres: bool) -> TestResult {
+    let run = Running::start(postgres, &[]).await?;
+    let me = run.guardian("upgrade@example.com").await?;
+    let keys = cubby_crypto::key_files::KeyDir::open(&run.dirs.keys(), &run.dirs.data())?;
+    let old_hasher = cubby_crypto::PasswordHasher::with_params(keys.password_pepper()?, 8 * 1024, 1, 1)?;
+    let weak = old_hasher.hash(PASSWORD)?;
+    assert!(weak.contains("m=8192,t=1,p=1"), "{weak}");
+    let updated = execute(&run.url, "UPDATE accounts SET password_hash = $1 WHERE id = $2", &weak, &me.account_id).await?;
+    assert_eq!(updated, 1);
+
+    login(&run.server, "upgrade@example.com", PASSWORD).await?.expect(201, "", "login with the old hash")?;
+    let upgraded = stored_password_hash(&run.url, &me.account_id).await?;
+    assert!(upgraded.contains("m=19456,t=2,p=1"), "not re-hashed: {upgraded}");
+    assert_ne!(upgraded, weak);
+    login(&run.server, "upgrade@example.com", PASSWORD).await?.expect(201, "", "login with the new hash")?;
+    Ok(())
+}
+
 // ---- 8. idle accounts ----------------------------------------------------------------------------
 
 const IDLE_ARGS: [&str; 6] = ["--account-idle", "2s", "--account-idle-grace", "2s", "--idle-sweep-every", "1s"];
@@ -894,4 +941,5 @@ on_both_engines!(
     sign_up_and_logins_are_audited_without_emails_or_passwords,
     an_older_reset_link_is_void_once_the_password_was_reset,
     own_logins_do_not_reset_an_address_guessing_at_others,
+    a_password_hashed_with_weaker_parameters_is_rehashed_at_login,
 );
