@@ -51,6 +51,14 @@ pub enum ErrorCode {
     CsrfRejected,
     /// This consent method is not available on this server.
     MethodUnavailable,
+    /// Pairing (RFC 8628): the guardian has not approved yet; keep polling.
+    AuthorizationPending,
+    /// Pairing: polling faster than the interval; wait 5 s longer between polls.
+    SlowDown,
+    /// Pairing: the code expired; start again.
+    ExpiredToken,
+    /// Pairing: the guardian refused.
+    AccessDenied,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -81,6 +89,10 @@ impl ErrorCode {
             Self::LastGuardian => "last_guardian",
             Self::CsrfRejected => "csrf_rejected",
             Self::MethodUnavailable => "method_unavailable",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
+            Self::AccessDenied => "access_denied",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

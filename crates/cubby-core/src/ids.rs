@@ -54,6 +54,10 @@ random_id!(
     /// A consent record.
     ConsentId
 );
+random_id!(
+    /// A paired device: a child's toy or a guardian's app.
+    DeviceId
+);
 
 #[cfg(test)]
 mod tests {

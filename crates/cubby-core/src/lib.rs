@@ -4,6 +4,7 @@
 //! and tested on their own.
 
 pub mod audit;
+pub mod devices;
 pub mod error;
 pub mod ids;
 pub mod password_rules;
@@ -12,4 +13,4 @@ pub mod privacy_notice;
 pub mod validation;
 
 pub use error::{Error, ErrorCode};
-pub use ids::{AccountId, ChildId, ConsentId, FamilyId, SessionId};
+pub use ids::{AccountId, ChildId, ConsentId, DeviceId, FamilyId, SessionId};

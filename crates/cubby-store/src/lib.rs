@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod devices;
 mod error;
 pub mod families;
 pub mod keys;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 
 pub use accounts::{AccountRow, AccountStore, EmailTokenRow, SessionRow};
 pub use audit::{AuditRow, AuditStore, AuditTail, NewAuditRow};
+pub use devices::{Approval, DeviceRow, DeviceStore, PairingRow};
 pub use error::StoreError;
 pub use families::{ChildRow, ConsentRow, FamilyRow, FamilyStore, GuardianRow, InviteRow};
 pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
@@ -43,7 +45,7 @@ impl fmt::Display for Engine {
 
 /// Everything Cubby keeps in its database.
 #[async_trait]
-pub trait Store: KeyStore + AccountStore + FamilyStore + AuditStore + Send + Sync + 'static {
+pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + Send + Sync + 'static {
     fn engine(&self) -> Engine;
 
     /// Checks that the database answers.

@@ -221,6 +221,60 @@ async fn two_guardians_leaving_at_once_never_orphan_a_family(h: Harness) -> Test
     Ok(())
 }
 
+async fn a_pairing_completes_once_and_revocation_kills_tokens(h: Harness) -> TestResult {
+    use cubby_core::DeviceId;
+    use cubby_store::{Approval, DeviceRow, DeviceStore, PairingRow};
+    let f = family(b"f");
+    h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"k"), None).await?;
+    let pairing = PairingRow {
+        device_code_hash: vec![1; 32],
+        user_code_index: vec![2; 32],
+        public_key: vec![3; 32],
+        kind: "toy".to_owned(),
+        software_version: "1.0".to_owned(),
+        created_at: 10,
+        expires_at: 1_000,
+        last_poll_at: 0,
+        status: "pending".to_owned(),
+        approval: None,
+    };
+    h.store.create_pairing(&pairing).await?;
+    assert!(h.store.pending_pairing_by_user_code(&[2; 32], 2_000).await?.is_none(), "expired");
+    assert!(h.store.pending_pairing_by_user_code(&[2; 32], 20).await?.is_some());
+    let device_id = DeviceId::random();
+    let approval =
+        Approval { device_id, family_id: f.id, child_id: None, account_id: None, name_sealed: b"sealed".to_vec() };
+    assert!(h.store.decide_pairing(&[2; 32], Some(&approval), 20).await?);
+    assert!(!h.store.decide_pairing(&[2; 32], None, 21).await?, "decided once");
+    let polled = h.store.poll_pairing(&[1; 32], 30).await?.ok_or("no pairing")?;
+    assert_eq!(polled.approval, Some(approval));
+    let device = DeviceRow {
+        id: device_id,
+        family_id: f.id,
+        child_id: None,
+        account_id: None,
+        kind: "toy".to_owned(),
+        public_key: vec![3; 32],
+        name_sealed: b"sealed".to_vec(),
+        software_version: "1.0".to_owned(),
+        paired_at: 30,
+        last_seen_at: None,
+        revoked_at: None,
+        wipe_requested_at: None,
+    };
+    assert!(h.store.complete_pairing(&[1; 32], &device).await?);
+    assert!(!h.store.complete_pairing(&[1; 32], &device).await?, "a device code pairs once");
+    h.store.create_challenge(&[4; 32], &device, 100).await?;
+    assert!(h.store.take_challenge(&[4; 32], device_id, 50).await?);
+    assert!(!h.store.take_challenge(&[4; 32], device_id, 50).await?, "a challenge is single-use");
+    h.store.create_device_token(&[5; 32], &device, 10_000).await?;
+    assert_eq!(h.store.device_by_token(&[5; 32], 60).await?.map(|d| d.id), Some(device_id));
+    assert!(h.store.revoke_device(f.id, device_id, 70).await?);
+    assert!(h.store.device_by_token(&[5; 32], 80).await?.is_none(), "revocation kills tokens");
+    assert!(h.store.device(device_id).await?.and_then(|d| d.revoked_at).is_some());
+    Ok(())
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -252,4 +306,5 @@ store_suite!(
     the_audit_log_refuses_updates_and_deletes,
     hostile_text_is_stored_as_data_not_sql,
     two_guardians_leaving_at_once_never_orphan_a_family,
+    a_pairing_completes_once_and_revocation_kills_tokens,
 );

@@ -11,10 +11,15 @@
 //! | a session idle for longer than `--session-idle` | 401 `unauthenticated`                           |
 //! | the portal's cookie without its CSRF token      | 403 `csrf_rejected` for changes                 |
 //! | another family's child id, a malformed id       | 404 `not_found`                                 |
+//! | a device's access token                         | 401 `unauthenticated`                           |
 //!
-//! Denied callers aim at the real family, child and session, and the owner reads them
-//! afterwards to prove nothing was changed or deleted; the co-guardian runs destructive
-//! calls last, each on a throwaway family and session.
+//! Denied callers aim at the real family, child, session, paired toy and pending pairing
+//! code, and the owner reads them afterwards to prove nothing was changed or deleted; the
+//! co-guardian runs destructive calls last, each on a throwaway family, session and toy.
+//!
+//! The device's own endpoints take no guardian session and stay out of the matrix; the
+//! one that takes a device's token (GET /api/v1/device) has its own check,
+//! [`only_a_live_device_token_reads_the_device`].
 //!
 //! The endpoints are data ([`MATRIX`]). [`the_matrix_covers_every_documented_endpoint`]
 //! compares it with the running server's OpenAPI document, so an endpoint cannot be added
@@ -29,7 +34,8 @@ use std::time::Duration;
 
 use common::api::{self, Session};
 use common::{Dirs, Fallible, Server, TestResult, client};
-use cubby_core::{ChildId, FamilyId, SessionId};
+use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll, PairingStart};
+use cubby_core::{ChildId, DeviceId, FamilyId, SessionId};
 use serde_json::{Value, json};
 
 // ---- the matrix ------------------------------------------------------------------------
@@ -97,10 +103,22 @@ const MATRIX: &[Endpoint] = &[
     op("PATCH", "/api/v1/families/{family_id}/children/{child_id}", Some(r#"{"nickname":"Changed"}"#), Change),
     op("DELETE", "/api/v1/families/{family_id}/children/{child_id}", None, Destroy),
     op("GET", "/api/v1/families/{family_id}/children/{child_id}/export", None, Read),
+    // The code a toy shows; its family and child are in the body.
+    op(
+        "POST",
+        "/api/v1/pairing/approve",
+        Some(r#"{"user_code":"{user_code}","family_id":"{family_id}","child_id":"{child_id}","name":"Bear"}"#),
+        Change,
+    ),
+    op("GET", "/api/v1/families/{family_id}/devices", None, Read),
+    op("PATCH", "/api/v1/families/{family_id}/devices/{device_id}", Some(r#"{"name":"Renamed"}"#), Change),
+    op("DELETE", "/api/v1/families/{family_id}/devices/{device_id}", None, Destroy),
+    op("POST", "/api/v1/families/{family_id}/devices/{device_id}/wipe", None, Change),
 ];
 
-/// The path placeholders that name an object (rather than the caller's own account).
-const ID_PLACEHOLDERS: &[&str] = &["family_id", "child_id", "id"];
+/// The placeholders that name an object (rather than the caller's own account), in the
+/// path or in the body.
+const ID_PLACEHOLDERS: &[&str] = &["family_id", "child_id", "device_id", "id"];
 
 /// Ids that are no id at all; each must be as unknown as a missing one (404, never a 500).
 const MALFORMED_IDS: &[&str] = &[
@@ -112,6 +130,15 @@ const MALFORMED_IDS: &[&str] = &[
     "00000000-0000-0000-0000-000000000000",
 ];
 
+/// The device's side of pairing and signing in: called before the device has any
+/// credential, so with no session at all.
+const DEVICE_PUBLIC: &[(&str, &str)] = &[
+    ("POST", "/api/v1/pairing"),
+    ("POST", "/api/v1/pairing/token"),
+    ("POST", "/api/v1/devices/challenge"),
+    ("POST", "/api/v1/devices/session"),
+];
+
 /// Documented operations that take no session, so the matrix leaves them out.
 fn is_public(method: &str, path: &str) -> bool {
     path.starts_with("/api/v1/accounts")
@@ -119,6 +146,9 @@ fn is_public(method: &str, path: &str) -> bool {
         || ["/api/v1/consent/confirm", "/api/v1/privacy-notice", "/healthz", "/metrics", "/api/v1/openapi.json"]
             .contains(&path)
         || (method == "POST" && path == "/api/v1/sessions")
+        || DEVICE_PUBLIC.contains(&(method, path))
+        // A device's token, not a guardian's session: see only_a_live_device_token_reads_the_device.
+        || (method == "GET" && path == "/api/v1/device")
 }
 
 impl Endpoint {
@@ -126,9 +156,16 @@ impl Endpoint {
         self.method == "GET"
     }
 
-    /// The id placeholders in the path.
+    /// The id placeholders in the path or the body.
     fn ids(&self) -> impl Iterator<Item = &'static str> + '_ {
-        ID_PLACEHOLDERS.iter().copied().filter(|name| self.path.contains(&format!("{{{name}}}")))
+        ID_PLACEHOLDERS.iter().copied().filter(|name| {
+            let placeholder = format!("{{{name}}}");
+            self.path.contains(&placeholder) || self.body.is_some_and(|body| body.contains(&placeholder))
+        })
+    }
+
+    fn in_path(&self, name: &str) -> bool {
+        self.path.contains(&format!("{{{name}}}"))
     }
 }
 
@@ -150,15 +187,17 @@ impl fmt::Display for Endpoint {
 struct Targets(BTreeMap<&'static str, String>);
 
 impl Targets {
-    fn new(family_id: &str, child_id: &str, session_id: &str, password: &str, notice_version: u64) -> Self {
+    fn new(family: &str, child: &str, device: &str, session: &str, password: &str, notice_version: u64) -> Self {
         Self(BTreeMap::from([
-            ("family_id", family_id.to_owned()),
-            ("child_id", child_id.to_owned()),
-            ("id", session_id.to_owned()),
+            ("family_id", family.to_owned()),
+            ("child_id", child.to_owned()),
+            ("device_id", device.to_owned()),
+            ("id", session.to_owned()),
             ("password", password.to_owned()),
             ("notice_version", notice_version.to_string()),
-            // A made-up invitation unless a scenario has a real one.
+            // A made-up invitation and pairing code unless a scenario has real ones.
             ("invite_token", "0".repeat(64)),
+            ("user_code", "BCDF-GHJK".to_owned()),
         ]))
     }
 
@@ -172,6 +211,7 @@ impl Targets {
     fn missing(&self) -> Self {
         self.with("family_id", &FamilyId::random().to_string())
             .with("child_id", &ChildId::random().to_string())
+            .with("device_id", &DeviceId::random().to_string())
             .with("id", &SessionId::random().to_string())
     }
 
@@ -245,7 +285,8 @@ impl fmt::Display for Answer {
     }
 }
 
-/// A running server with an owner, their family (consented to, with one child).
+/// A running server with an owner, their family (consented to, with one child, whose toy
+/// is paired), and a second toy's pairing waiting for a guardian to enter its code.
 struct World {
     server: Server, // dropped first: the process stops before its directories go
     dirs: Dirs,
@@ -253,8 +294,16 @@ struct World {
     owner: Session,
     family: String,
     child: String,
+    /// The child's paired toy, named [`TOY`], and its key.
+    device: String,
+    device_key: DeviceKey,
+    /// A pairing nobody has approved: the `{user_code}` the callers aim at.
+    pending: PairingStart,
     notice_version: u64,
 }
+
+/// What the owner named the World's toy.
+const TOY: &str = "Sam's bear";
 
 const PASSWORD: &str = "marmalade kettle orbit 42";
 
@@ -267,6 +316,34 @@ async fn start(postgres: bool, extra_args: &[&str]) -> Fallible<(Server, Dirs)> 
     Ok((Server::start(&args)?, dirs))
 }
 
+/// The device SDK, talking to `server`.
+fn device_client(server: &Server) -> Fallible<CubbyClient> {
+    Ok(CubbyClient::with_http_client(&server.base_url, client()?))
+}
+
+/// Pairs a new toy for `child` of `family`, approved by `owner`; returns its key and id.
+async fn pair(
+    server: &Server,
+    owner: &Session,
+    family: &str,
+    child: &str,
+    name: &str,
+) -> Fallible<(DeviceKey, String)> {
+    let key = DeviceKey::generate()?;
+    let device = device_client(server)?;
+    let start = device.start_pairing(&key, DeviceKind::Toy, "1.0").await?;
+    let body = json!({ "user_code": start.user_code, "family_id": family, "child_id": child, "name": name });
+    let (status, body) = api::post(server, "/api/v1/pairing/approve", Some(&owner.token), body).await?;
+    if status != 200 {
+        return Err(format!("approving the pairing answered {status}: {body}").into());
+    }
+    // One poll only: the first is always allowed, a second within 5 s is told to slow down.
+    match device.poll_pairing(&start.device_code).await? {
+        PairingPoll::Paired(paired) => Ok((key, paired.device_id)),
+        other => Err(format!("the first poll after approval answered {other:?}").into()),
+    }
+}
+
 impl World {
     async fn new(postgres: bool, extra_args: &[&str]) -> Fallible<Self> {
         let (server, dirs) = start(postgres, extra_args).await?;
@@ -274,9 +351,11 @@ impl World {
         let family = api::family(&server, &owner, "The Owls").await?;
         api::consent(&server, &dirs.outbox(), &owner, &family).await?;
         let child = api::child(&server, &owner, &family, "Sam", "6_8").await?;
+        let (device_key, device) = pair(&server, &owner, &family, &child, TOY).await?;
+        let pending = device_client(&server)?.start_pairing(&DeviceKey::generate()?, DeviceKind::Toy, "1.0").await?;
         let (_, notice) = api::get(&server, "/api/v1/privacy-notice", None).await?;
         let notice_version = notice["version"].as_u64().ok_or("notice without version")?;
-        Ok(Self { server, dirs, http: client()?, owner, family, child, notice_version })
+        Ok(Self { server, dirs, http: client()?, owner, family, child, device, device_key, pending, notice_version })
     }
 
     async fn send(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Fallible<Answer> {
@@ -340,22 +419,27 @@ impl World {
         Ok(())
     }
 
-    /// The owner's real family, child and session; `caller`'s password.
+    /// The owner's real family, child, toy, session and pending pairing code; `caller`'s
+    /// password.
     fn targets(&self, caller: &Session) -> Targets {
-        Targets::new(&self.family, &self.child, &self.owner.session_id, &caller.password, self.notice_version)
+        let session = &self.owner.session_id;
+        Targets::new(&self.family, &self.child, &self.device, session, &caller.password, self.notice_version)
+            .with("user_code", &self.pending.user_code)
     }
 
-    /// A family of the owner's that `who` co-guards, consented to and with a child, and two
-    /// fresh sessions of `who`: one to call with, one (the `{id}`) to be signed out.
+    /// A family of the owner's that `who` co-guards, consented to and with a child and its
+    /// paired toy, and two fresh sessions of `who`: one to call with, one (the `{id}`) to
+    /// be signed out.
     async fn throwaway(&self, who: &Session) -> Fallible<(Session, Targets)> {
         let family = api::family(&self.server, &self.owner, "The Throwaways").await?;
         api::consent(&self.server, &self.dirs.outbox(), &self.owner, &family).await?;
         let child = api::child(&self.server, &self.owner, &family, "Kit", "under_6").await?;
+        let (_, device) = pair(&self.server, &self.owner, &family, &child, "Kit's robot").await?;
         // Fresh sessions: an earlier destructive call may have signed `who` out everywhere.
         let caller = self.login(who).await?;
         let other = self.login(who).await?;
         self.join(&caller, &family).await?;
-        let targets = Targets::new(&family, &child, &other.session_id, &who.password, self.notice_version)
+        let targets = Targets::new(&family, &child, &device, &other.session_id, &who.password, self.notice_version)
             .with("invite_token", &self.invite(&family, &who.email).await?);
         Ok((caller, targets))
     }
@@ -382,7 +466,9 @@ async fn expect_everywhere(w: &World, auth: Auth<'_>, targets: &Targets, status:
 }
 
 /// Reads, as the owner, everything the denied callers aimed at: the family with exactly
-/// `guardians`, its one child unchanged, consent as given, and `reader`'s session listed.
+/// `guardians`, its one child unchanged, consent as given, `reader`'s session listed, the
+/// one toy as paired, and the pending pairing still waiting for a guardian. Polls that
+/// pairing, so call it once per [`World`] (a second poll within 5 s is told to slow down).
 async fn assert_untouched(w: &World, reader: &Session, guardians: &[&str]) -> TestResult {
     let me = w.get(reader, "/api/v1/me").await?;
     assert_eq!(me.status, 200, "the owner's session was signed out or the account deleted: {me}");
@@ -412,6 +498,18 @@ async fn assert_untouched(w: &World, reader: &Session, guardians: &[&str]) -> Te
 
     let sessions = w.get(reader, "/api/v1/sessions").await?;
     assert!(ids(&sessions.body).contains(&reader.session_id.as_str()), "session signed out: {sessions}");
+
+    let devices = w.get(reader, &format!("/api/v1/families/{}/devices", w.family)).await?;
+    let listed = devices.body.as_array().ok_or_else(|| format!("no device list: {devices}"))?;
+    assert_eq!(listed.len(), 1, "devices were added or removed: {devices}");
+    let toy = listed.first().ok_or_else(|| format!("no device listed: {devices}"))?;
+    assert_eq!(toy["device_id"], w.device.as_str(), "another device is listed: {devices}");
+    assert_eq!(toy["revoked"], false, "the toy was revoked: {devices}");
+    assert_eq!(toy["wipe"], false, "the toy was flagged for wiping: {devices}");
+    assert_eq!(toy["name"], TOY, "the toy was renamed: {devices}");
+
+    let poll = device_client(&w.server)?.poll_pairing(&w.pending.device_code).await?;
+    assert_eq!(poll, PairingPoll::Pending, "a denied caller decided the pending pairing");
     Ok(())
 }
 
@@ -574,30 +672,34 @@ async fn foreign_and_malformed_ids_are_not_found(postgres: bool) -> TestResult {
     let own = api::family(&w.server, &stranger, "The Strangers").await?;
     let mut wrong = Vec::new();
 
-    // The owner's child under the stranger's own family: as unknown as a missing child.
+    // The owner's child and toy under the stranger's own family: as unknown as missing ones.
     let foreign = w.targets(&stranger).with("family_id", &own);
-    let missing = foreign.with("child_id", &ChildId::random().to_string());
-    for endpoint in MATRIX.iter().filter(|e| e.path.contains("{child_id}")) {
-        let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &foreign).await?;
-        let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
-        if !theirs.is(404, "not_found") || theirs != nothing {
-            wrong.push(format!("{endpoint}: another family's child answered {theirs}, a missing one {nothing}"));
+    let missing_ids = [("child_id", ChildId::random().to_string()), ("device_id", DeviceId::random().to_string())];
+    for (name, missing_id) in missing_ids {
+        let missing = foreign.with(name, &missing_id);
+        for endpoint in MATRIX.iter().filter(|e| e.ids().any(|id| id == name)) {
+            let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &foreign).await?;
+            let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
+            if !theirs.is(404, "not_found") || theirs != nothing {
+                wrong.push(format!("{endpoint}: another family's {name} answered {theirs}, a missing one {nothing}"));
+            }
         }
     }
 
-    // Malformed ids in each id's place, called by the owner (who may see the real ones).
+    // Malformed ids in each id's place, called by the owner (who may see the real ones). In
+    // a body, a string that is no id at all is also a body that does not fit (422).
     let targets = w.targets(&w.owner);
     for endpoint in MATRIX {
         for name in endpoint.ids() {
             for bad in MALFORMED_IDS {
                 let answer = w.call(endpoint, Auth::Bearer(&w.owner.token), &targets.with(name, bad)).await?;
-                if !answer.is(404, "not_found") {
+                if !answer.is(404, "not_found") && (endpoint.in_path(name) || !answer.is(422, "invalid_body")) {
                     wrong.push(format!("{endpoint} with {name} = {bad:?}: {answer}"));
                 }
             }
         }
     }
-    report(&wrong, "404 not_found")?;
+    report(&wrong, "404 not_found (or 422 invalid_body for an id in a body)")?;
     assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await
 }
 
@@ -679,7 +781,54 @@ on_both_engines!(
     cookie_changes_need_the_csrf_token,
     a_session_in_use_outlives_the_idle_time,
     a_refused_account_deletion_leaves_the_memberships,
+    only_a_live_device_token_reads_the_device,
 );
+
+// ---- the device's own endpoint ------------------------------------------------------------
+
+/// GET /api/v1/device takes a device's access token: not a guardian's session, and not a
+/// revoked device's token. And a device's token is no guardian session anywhere.
+async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult {
+    let w = World::new(postgres, &[]).await?;
+    let path = "/api/v1/device";
+    let (made_up, _) = cubby_crypto::new_token()?;
+    let mut wrong = Vec::new();
+    for auth in [
+        Auth::Nobody,
+        Auth::Bearer(&made_up),
+        Auth::Bearer(&w.owner.token),
+        Auth::Cookie { token: &w.owner.token, csrf: Some(&w.owner.csrf) },
+    ] {
+        let answer = w.send("GET", path, auth, None).await?;
+        if !answer.is(401, "unauthenticated") {
+            wrong.push(format!("GET {path} as {auth:?}: {answer}"));
+        }
+    }
+    report(&wrong, "401 unauthenticated")?;
+
+    // Not vacuous: the toy's own token reads it.
+    let device = device_client(&w.server)?;
+    let session = device.authenticate(&w.device_key, &w.device).await?;
+    let token = session.access_token.as_str();
+    let me = w.send("GET", path, Auth::Bearer(token), None).await?;
+    assert_eq!((me.status, &me.body["device_id"]), (200, &Value::from(w.device.as_str())), "{me}");
+
+    // The toy's token opens none of the guardians' endpoints.
+    expect_everywhere(&w, Auth::Bearer(token), &w.targets(&w.owner), 401, "unauthenticated").await?;
+    assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
+
+    // Revoked: its live token dies at once, and it cannot sign in again.
+    let revoke = format!("/api/v1/families/{}/devices/{}", w.family, w.device);
+    let revoked = w.send("DELETE", &revoke, Auth::Bearer(&w.owner.token), None).await?;
+    assert_eq!(revoked.status, 204, "{revoked}");
+    let after = w.send("GET", path, Auth::Bearer(token), None).await?;
+    assert!(after.is(401, "unauthenticated"), "a revoked toy's token still reads: {after}");
+    match device.authenticate(&w.device_key, &w.device).await {
+        Err(error) if error.is_unauthenticated() => Ok(()),
+        Err(error) => Err(format!("a revoked toy signing in failed otherwise: {error}").into()),
+        Ok(_) => Err("a revoked toy signed in again".into()),
+    }
+}
 
 // ---- regressions of bugs this matrix found ------------------------------------------------
 

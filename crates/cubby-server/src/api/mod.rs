@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod children;
 pub mod consent;
+pub mod devices;
 pub mod families;
 pub mod health;
 pub mod openapi;
@@ -57,4 +58,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(children::create, children::list))
         .routes(routes!(children::get, children::update, children::delete))
         .routes(routes!(children::export))
+        .routes(routes!(devices::start_pairing))
+        .routes(routes!(devices::approve_pairing))
+        .routes(routes!(devices::poll_pairing))
+        .routes(routes!(devices::challenge))
+        .routes(routes!(devices::session))
+        .routes(routes!(devices::me))
+        .routes(routes!(devices::list))
+        .routes(routes!(devices::rename, devices::revoke))
+        .routes(routes!(devices::wipe))
 }

@@ -97,6 +97,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::LastGuardian => StatusCode::CONFLICT,
         ErrorCode::CsrfRejected => StatusCode::FORBIDDEN,
         ErrorCode::MethodUnavailable => StatusCode::NOT_IMPLEMENTED,
+        // RFC 8628 §3.5 answers these with 400.
+        ErrorCode::AuthorizationPending | ErrorCode::SlowDown | ErrorCode::ExpiredToken | ErrorCode::AccessDenied => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod device_auth;
 pub mod error;
 pub mod json;
 pub mod metrics;

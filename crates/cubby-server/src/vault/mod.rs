@@ -5,6 +5,7 @@
 mod accounts;
 mod audit;
 mod children;
+mod devices;
 mod key_rotation;
 
 use std::sync::Arc;

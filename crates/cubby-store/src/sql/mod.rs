@@ -27,6 +27,7 @@ macro_rules! on_pool {
 mod accounts;
 mod audit;
 mod connect;
+mod devices;
 mod families;
 mod keys;
 
