@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Guardian {
         }
         // Touch often enough that a session in use never reaches its idle limit.
         let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-        if now - session.last_seen_at > TOUCH_EVERY_MS.min(idle_ms / 2) {
+        if now - session.last_seen_at > TOUCH_EVERY_MS.min(idle_ms / 4) {
             store.touch_session(session.id, now).await.map_err(|e| ApiError::internal(&e))?;
             store.touch_account(session.account_id, now).await.map_err(|e| ApiError::internal(&e))?;
         }
