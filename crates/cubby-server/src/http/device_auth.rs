@@ -14,6 +14,8 @@ use crate::vault::now_millis;
 
 pub struct Device(pub DeviceRow);
 
+const TOUCH_EVERY_MS: i64 = 60_000;
+
 impl FromRequestParts<AppState> for Device {
     type Rejection = ApiError;
 
@@ -29,7 +31,10 @@ impl FromRequestParts<AppState> for Device {
             .ok_or_else(refused)?;
         let now = now_millis();
         let device = state.vault.store().device_by_token(&token_hash(token), now).await?.ok_or_else(refused)?;
-        state.vault.store().touch_device(device.id, now).await?;
+        // "Last seen" is for guardians' eyes: minute precision, not a write per request.
+        if device.last_seen_at.is_none_or(|seen| now - seen > TOUCH_EVERY_MS) {
+            state.vault.store().touch_device(device.id, now).await?;
+        }
         Ok(Self(device))
     }
 }
