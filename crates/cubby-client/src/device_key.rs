@@ -49,6 +49,11 @@ impl DeviceKey {
         self.signing.to_bytes()
     }
 
+    /// The public key's 32 bytes.
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
     /// The public key as 64 lowercase hex characters, as `POST /api/v1/pairing` expects.
     pub fn public_key_hex(&self) -> String {
         hex::encode(self.signing.verifying_key().as_bytes())

@@ -44,6 +44,27 @@ pub enum ClientError {
     #[error("unusable Cubby server URL: {0}")]
     BaseUrl(&'static str),
 
+    /// The device's own storage failed (disk full, file unreadable).
+    #[error("the device's local storage failed: {0}")]
+    Local(String),
+
+    /// The local storage does not open with the storage key given: a wrong key, or a file
+    /// that was tampered with.
+    #[error("the local storage does not open with this storage key")]
+    StorageKey,
+
+    /// An MLS operation failed (a message that does not decrypt, a group in a bad state).
+    #[error("end-to-end encryption: {0}")]
+    Mls(String),
+
+    /// No such conversation on this device.
+    #[error("this device is not in that conversation")]
+    UnknownConversation,
+
+    /// The live connection closed; the server revoked this device when `revoked`.
+    #[error("the connection to the server closed{}", if *revoked { ": this device was revoked" } else { "" })]
+    Disconnected { revoked: bool },
+
     /// The operating system's random number generator failed, so no key could be made.
     #[error("the operating system's random number generator failed")]
     Random,

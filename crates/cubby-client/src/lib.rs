@@ -13,10 +13,12 @@
 
 mod device_key;
 mod error;
+pub mod messaging;
 mod pairing;
 
 pub use device_key::{DeviceKey, challenge_message, is_valid_public_key, verify_challenge};
 pub use error::ClientError;
+pub use messaging::{Conversation, ConversationId, Envelope, Event, Messenger};
 pub use pairing::{CubbyClient, DeviceInfo, DeviceKind, DeviceSession, Paired, PairingPoll, PairingStart};
 
 pub use cubby_core::{ChildId, Error, ErrorCode, FamilyId};

@@ -316,10 +316,64 @@ impl CubbyClient {
         endpoint_url(&self.base, path)
     }
 
+    /// An authenticated call as the device; `body` is sent as JSON when given.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &DeviceSession,
+        body: Option<&(dyn erased::Json + Sync)>,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let request = self
+            .http
+            .request(method, self.endpoint(path)?)
+            .header(ACCEPT, "application/json")
+            .header(reqwest::header::AUTHORIZATION, bearer(session)?);
+        let request = match body {
+            Some(body) => request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_json()?),
+            None => request,
+        };
+        let (status, answer) = read_answer(request.send().await?).await?;
+        decode(status, &answer, what)
+    }
+
+    /// The WebSocket URL of an endpoint (wss for https, ws for loopback http).
+    pub(crate) fn websocket_url(&self, path: &str) -> Result<Url, ClientError> {
+        let mut url = self.endpoint(path)?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|_| ClientError::BaseUrl("cannot make a WebSocket URL"))?;
+        Ok(url)
+    }
+
     async fn post(&self, path: &str, body: &impl Serialize) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let url = self.endpoint(path)?;
         let response = self.http.post(url).header(ACCEPT, "application/json").json(body).send().await?;
         read_answer(response).await
+    }
+}
+
+/// The `Authorization` header for a session, kept out of debug output.
+pub(crate) fn bearer(session: &DeviceSession) -> Result<HeaderValue, ClientError> {
+    if !is_token_text(&session.access_token) {
+        return Err(ClientError::Malformed("the session has no usable access token".into()));
+    }
+    let mut authorization = HeaderValue::try_from(format!("Bearer {}", session.access_token))
+        .map_err(|_| ClientError::Malformed("the session has no usable access token".into()))?;
+    authorization.set_sensitive(true);
+    Ok(authorization)
+}
+
+/// Request bodies of any type through one non-generic call path.
+pub(crate) mod erased {
+    pub trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, crate::ClientError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, crate::ClientError> {
+            serde_json::to_vec(self).map_err(|_| crate::ClientError::Malformed("a request body".into()))
+        }
     }
 }
 

@@ -59,6 +59,14 @@ pub enum ErrorCode {
     ExpiredToken,
     /// Pairing: the guardian refused.
     AccessDenied,
+    /// Not a valid MLS message, or one of a kind this endpoint does not take.
+    MalformedMessage,
+    /// A commit for an epoch the group has left: process the winning commit, then retry.
+    StaleEpoch,
+    /// The change would let a device into a conversation the family rules keep it out of.
+    MembershipRefused,
+    /// A child's daily limit of messages is reached.
+    DailyLimitReached,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -93,6 +101,10 @@ impl ErrorCode {
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
             Self::AccessDenied => "access_denied",
+            Self::MalformedMessage => "malformed_message",
+            Self::StaleEpoch => "stale_epoch",
+            Self::MembershipRefused => "membership_refused",
+            Self::DailyLimitReached => "daily_limit_reached",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -37,6 +37,12 @@ impl FieldContext<'_> {
 pub struct DataKey(pub(crate) SecretKey);
 
 impl DataKey {
+    /// A key the caller keeps elsewhere (a device's storage key, from its secure element
+    /// or its keystore).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(SecretKey::from_bytes(bytes))
+    }
+
     pub fn random() -> Result<Self, CryptoError> {
         SecretKey::random().map(Self)
     }

@@ -118,6 +118,12 @@ impl SystemKey {
     pub fn audit_chain_key(&self) -> AuditChainKey {
         AuditChainKey(self.0.0.derive("cubby/v1/audit-chain"))
     }
+
+    /// The seed of the server's Ed25519 key as the MLS groups' external sender (it proposes
+    /// removing revoked devices). Derived, so every node of a cluster signs with the same key.
+    pub fn external_sender_seed(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(*self.0.0.derive("cubby/v1/mls-external-sender").bytes())
+    }
 }
 
 #[cfg(test)]

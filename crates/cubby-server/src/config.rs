@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub account_idle_grace: Duration,
     /// How often idle accounts are looked for.
     pub idle_sweep_every: Duration,
+    /// Messages no device fetched are deleted this long after they were sent.
+    pub message_retention: Duration,
     /// The address people reach this server at, for links in emails.
     pub public_url: String,
     pub privacy_notice: PrivacyNotice,
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             session_max_age: Duration::from_secs(30 * 24 * 3600),
             account_idle: Duration::from_secs(548 * 24 * 3600),
             account_idle_grace: Duration::from_secs(30 * 24 * 3600),
+            message_retention: Duration::from_secs(30 * 24 * 3600),
             idle_sweep_every: Duration::from_secs(3600),
             public_url: "http://127.0.0.1:8080".to_owned(),
             privacy_notice: PrivacyNotice::default_notice(),

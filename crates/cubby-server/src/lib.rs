@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod data_dir;
+pub mod delivery;
 pub mod http;
 pub mod idle_accounts;
 pub mod mail;

@@ -11,6 +11,7 @@ pub mod devices;
 mod error;
 pub mod families;
 pub mod keys;
+pub mod messaging;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -26,6 +27,9 @@ pub use devices::{Approval, DeviceRow, DeviceStore, PairingRow};
 pub use error::StoreError;
 pub use families::{ChildRow, ConsentRow, FamilyRow, FamilyStore, GuardianRow, InviteRow};
 pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
+pub use messaging::{
+    Append, Appended, EpochChange, GroupRow, MessageKind, MessagingStore, NewKeyPackage, NewMessage, QueuedMessage,
+};
 pub use sql::SqlStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +49,7 @@ impl fmt::Display for Engine {
 
 /// Everything Cubby keeps in its database.
 #[async_trait]
-pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + Send + Sync + 'static {
+pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + MessagingStore + Send + Sync + 'static {
     fn engine(&self) -> Engine;
 
     /// Checks that the database answers.

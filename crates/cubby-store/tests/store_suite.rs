@@ -3,9 +3,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cubby_core::FamilyId;
+use cubby_core::{DeviceId, FamilyId};
 use cubby_store::{
-    AuditStore, AuditTail, FamilyRow, FamilyStore, KeyOwner, KeyStore, NewAuditRow, Rewrap, SqlStore, Store,
+    Append, Appended, AuditStore, AuditTail, EpochChange, FamilyRow, FamilyStore, GroupRow, KeyOwner, KeyStore,
+    MessageKind, MessagingStore, NewAuditRow, NewKeyPackage, NewMessage, QueuedMessage, Rewrap, SqlStore, Store,
     StoreError, WrappedKey,
 };
 use sqlx::Connection;
@@ -38,6 +39,17 @@ async fn raw_execute(url: &str, sql: &'static str) -> Result<u64, sqlx::Error> {
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await?;
         Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+    }
+}
+
+/// Runs a raw `SELECT COUNT(*) …` on a separate connection, to see rows the API hides.
+async fn raw_count(url: &str, sql: &'static str) -> Result<i64, sqlx::Error> {
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await
     }
 }
 
@@ -275,6 +287,303 @@ async fn a_pairing_completes_once_and_revocation_kills_tokens(h: Harness) -> Tes
     Ok(())
 }
 
+/// A family with `count` paired devices; `seed` keeps their codes and keys unique.
+async fn family_with_devices(
+    h: &Harness,
+    seed: u8,
+    count: u8,
+) -> Result<(FamilyRow, Vec<DeviceId>), Box<dyn std::error::Error + Send + Sync>> {
+    use cubby_store::{Approval, DeviceRow, DeviceStore, PairingRow};
+    let f = family(&[seed]);
+    h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"k"), None).await?;
+    let mut devices = Vec::new();
+    for n in seed..seed + count {
+        let pairing = PairingRow {
+            device_code_hash: vec![n; 32],
+            user_code_index: vec![n; 32],
+            public_key: vec![n; 32],
+            kind: "toy".to_owned(),
+            software_version: "1.0".to_owned(),
+            created_at: 10,
+            expires_at: 1_000,
+            last_poll_at: 0,
+            status: "pending".to_owned(),
+            approval: None,
+        };
+        h.store.create_pairing(&pairing).await?;
+        let id = DeviceId::random();
+        let approval = Approval { device_id: id, family_id: f.id, child_id: None, account_id: None, name_sealed: vec![n] };
+        assert!(h.store.decide_pairing(&[n; 32], Some(&approval), 20).await?);
+        let device = DeviceRow {
+            id,
+            family_id: f.id,
+            child_id: None,
+            account_id: None,
+            kind: "toy".to_owned(),
+            public_key: vec![n; 32],
+            name_sealed: vec![n],
+            software_version: "1.0".to_owned(),
+            paired_at: 30 + i64::from(n),
+            last_seen_at: None,
+            revoked_at: None,
+            wipe_requested_at: None,
+        };
+        assert!(h.store.complete_pairing(&[n; 32], &device).await?);
+        devices.push(id);
+    }
+    Ok((f, devices))
+}
+
+fn group_row(id: u8, family: FamilyId) -> GroupRow {
+    GroupRow { id: vec![id; 16], family_id: family, epoch: 0, public_state: b"state-0".to_vec(), created_at: 100 }
+}
+
+fn message(group: &GroupRow, kind: MessageKind, payload: &[u8], recipients: &[DeviceId], expires_at: i64) -> NewMessage {
+    NewMessage {
+        group_id: group.id.clone(),
+        sender: None,
+        kind,
+        payload: payload.to_vec(),
+        urgent: false,
+        created_at: 200,
+        expires_at,
+        recipients: recipients.to_vec(),
+    }
+}
+
+fn commit(group: &GroupRow, from_epoch: i64, members: &[DeviceId], payload: &[u8], recipients: &[DeviceId]) -> Append {
+    Append {
+        epoch_change: Some(EpochChange {
+            group_id: group.id.clone(),
+            from_epoch,
+            to_epoch: from_epoch + 1,
+            public_state: [b"state-".as_slice(), payload].concat(),
+            members: members.to_vec(),
+        }),
+        messages: vec![message(group, MessageKind::Commit, payload, recipients, 10_000)],
+    }
+}
+
+fn sorted(mut ids: Vec<DeviceId>) -> Vec<DeviceId> {
+    ids.sort_by_key(|id| id.to_string());
+    ids
+}
+
+async fn payloads_for(h: &Harness, device: DeviceId) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(h.store.queued_for(device, 0, 100).await?.into_iter().map(|m| m.payload).collect())
+}
+
+async fn key_packages_are_claimed_once_and_the_last_resort_is_kept(h: Harness) -> TestResult {
+    let (_, devices) = family_with_devices(&h, 1, 2).await?;
+    let (d, other) = (devices[0], devices[1]);
+    let ordinary = |n: u8| NewKeyPackage { package: vec![n; 3], last_resort: false };
+    let last_resort = |n: u8| NewKeyPackage { package: vec![n; 3], last_resort: true };
+    assert_eq!(h.store.claim_key_package(d).await?, None, "nothing uploaded yet");
+    h.store.add_key_packages(d, &[ordinary(1), ordinary(2), last_resort(100)]).await?;
+    h.store.add_key_packages(d, &[ordinary(3)]).await?;
+    h.store.add_key_packages(other, &[ordinary(50)]).await?;
+    assert_eq!(h.store.key_packages_left(d).await?, 3);
+    for n in 1..=3 {
+        assert_eq!(h.store.claim_key_package(d).await?, Some(vec![n; 3]), "the oldest first, once");
+    }
+    assert_eq!(h.store.key_packages_left(d).await?, 0);
+    for _ in 0..2 {
+        assert_eq!(h.store.claim_key_package(d).await?, Some(vec![100; 3]), "the last resort is kept");
+    }
+    h.store.add_key_packages(d, &[last_resort(101)]).await?;
+    assert_eq!(h.store.claim_key_package(d).await?, Some(vec![101; 3]));
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM key_packages WHERE last_resort = TRUE").await?, 1, "replaced");
+    assert_eq!(h.store.key_packages_left(other).await?, 1, "other devices' packages are untouched");
+
+    // Concurrent claims (several rounds, to meet the race): each ordinary package goes to
+    // exactly one of them, and the others get the last resort, never nothing.
+    for round in 0..5u8 {
+        let uploaded: Vec<Vec<u8>> = (0..5).map(|n| vec![10 + round * 5 + n; 3]).collect();
+        let packages: Vec<_> = uploaded.iter().map(|p| NewKeyPackage { package: p.clone(), last_resort: false }).collect();
+        h.store.add_key_packages(d, &packages).await?;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = h.store.clone();
+            tasks.push(tokio::spawn(async move { store.claim_key_package(d).await }));
+        }
+        let mut claimed = Vec::new();
+        for task in tasks {
+            claimed.push(task.await??.ok_or("a claim found nothing")?);
+        }
+        let (last, ordinary): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|p| *p == vec![101; 3]);
+        assert_eq!(last.len(), 3, "round {round}");
+        assert_eq!(ordinary.iter().collect::<HashSet<_>>(), uploaded.iter().collect(), "round {round}");
+        assert_eq!(h.store.key_packages_left(d).await?, 0);
+    }
+    Ok(())
+}
+
+async fn a_commit_moves_its_group_on_once(h: Harness) -> TestResult {
+    let (f, devices) = family_with_devices(&h, 1, 3).await?;
+    let (a, b, c) = (devices[0], devices[1], devices[2]);
+    let group = group_row(7, f.id);
+    assert!(h.store.create_group(&group, &[a, b]).await?);
+    let taken = GroupRow { public_state: b"other".to_vec(), ..group.clone() };
+    assert!(!h.store.create_group(&taken, &[c]).await?, "a group id is taken once");
+    assert_eq!(h.store.group(&group.id).await?, Some(group.clone()));
+    assert_eq!(h.store.group(&[0; 16]).await?, None);
+    assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, b]));
+    assert_eq!(h.store.device_groups(a).await?, vec![group.clone()]);
+    assert_eq!(h.store.device_groups(c).await?, vec![]);
+
+    // Two commits to epoch 0 in one batch: the first wins, the second writes nothing.
+    let outcomes = h
+        .store
+        .append(&[commit(&group, 0, &[a, b, c], b"add-c", &[b, c]), commit(&group, 0, &[a], b"rival", &[b])])
+        .await?;
+    assert!(matches!(&outcomes[..], [Appended::Stored(ids), Appended::StaleEpoch] if ids.len() == 1), "{outcomes:?}");
+    let moved = h.store.group(&group.id).await?.ok_or("no group")?;
+    assert_eq!((moved.epoch, moved.public_state), (1, b"state-add-c".to_vec()));
+    assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, b, c]));
+    assert_eq!(h.store.device_groups(c).await?.len(), 1);
+
+    // And in a later batch.
+    let late = h.store.append(&[commit(&group, 0, &[a], b"late", &[b, c])]).await?;
+    assert_eq!(late, vec![Appended::StaleEpoch]);
+    assert_eq!(payloads_for(&h, b).await?, vec![b"add-c".to_vec()], "a stale commit queues nothing");
+    assert_eq!(payloads_for(&h, c).await?, vec![b"add-c".to_vec()]);
+    assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, b, c]));
+
+    let next = h.store.append(&[commit(&group, 1, &[a, c], b"remove-b", &[c])]).await?;
+    assert!(matches!(&next[..], [Appended::Stored(_)]), "{next:?}");
+    assert_eq!(h.store.group(&group.id).await?.map(|g| g.epoch), Some(2));
+    assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, c]));
+    assert_eq!(h.store.device_groups(b).await?, vec![]);
+
+    // A change that keeps the epoch (the server's proposal) records the state only.
+    let mut proposal = commit(&group, 2, &[a, c], b"proposal", &[a, c]);
+    if let Some(change) = proposal.epoch_change.as_mut() {
+        change.to_epoch = 2;
+    }
+    assert!(matches!(&h.store.append(&[proposal]).await?[..], [Appended::Stored(_)]));
+    let kept = h.store.group(&group.id).await?.ok_or("no group")?;
+    assert_eq!((kept.epoch, kept.public_state), (2, b"state-proposal".to_vec()));
+    assert_eq!(h.store.append(&[commit(&group, 1, &[a], b"stale", &[a])]).await?, vec![Appended::StaleEpoch]);
+    Ok(())
+}
+
+async fn queues_are_per_device_and_a_message_goes_when_all_acknowledged(h: Harness) -> TestResult {
+    use cubby_store::DeviceStore;
+    let (f, devices) = family_with_devices(&h, 1, 4).await?;
+    let (a, b, c, revoked) = (devices[0], devices[1], devices[2], devices[3]);
+    let group = group_row(9, f.id);
+    assert!(h.store.create_group(&group, &devices).await?);
+    assert!(h.store.revoke_device(f.id, revoked, 50).await?);
+
+    let urgent = NewMessage { sender: Some(a), urgent: true, ..message(&group, MessageKind::Application, b"m2", &[b, c], 10_000) };
+    let outcomes = h
+        .store
+        .append(&[Append {
+            epoch_change: None,
+            messages: vec![
+                message(&group, MessageKind::Application, b"m1", &[b, c, revoked], 10_000),
+                urgent,
+                message(&group, MessageKind::Proposal, b"m3", &[b], 10_000),
+            ],
+        }])
+        .await?;
+    let [Appended::Stored(ids)] = &outcomes[..] else { return Err(format!("{outcomes:?}").into()) };
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
+    let queued = h.store.queued_for(b, 0, 100).await?;
+    assert_eq!(queued.iter().map(|m| m.id).collect::<Vec<_>>(), *ids);
+    assert_eq!(
+        queued[1],
+        QueuedMessage {
+            id: ids[1],
+            group_id: group.id.clone(),
+            sender: Some(a),
+            kind: MessageKind::Application,
+            payload: b"m2".to_vec(),
+            urgent: true,
+            created_at: 200,
+        }
+    );
+    assert_eq!((queued[0].sender, queued[0].urgent, queued[2].kind), (None, false, MessageKind::Proposal));
+    assert_eq!(h.store.queued_for(b, ids[0], 100).await?.len(), 2);
+    assert_eq!(h.store.queued_for(b, 0, 1).await?.len(), 1);
+    assert_eq!(payloads_for(&h, c).await?, vec![b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(payloads_for(&h, revoked).await?, Vec::<Vec<u8>>::new(), "a revoked device gets nothing");
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM deliveries").await?, 5);
+
+    // Acknowledged by one device: gone from its queue only; the row stays for the other.
+    assert_eq!(h.store.acknowledge(b, &[ids[0], ids[0], 999_999]).await?, 1);
+    assert_eq!(payloads_for(&h, b).await?, vec![b"m2".to_vec(), b"m3".to_vec()]);
+    assert_eq!(payloads_for(&h, c).await?, vec![b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 3);
+    assert_eq!(h.store.acknowledge(c, &[ids[0]]).await?, 1);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 2, "acknowledged by all: deleted");
+    assert_eq!(h.store.acknowledge(c, &[ids[0]]).await?, 0);
+
+    // A message for revoked devices only is not kept.
+    let unread = h.store.append(&[Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"x", &[revoked], 10_000)] }]).await?;
+    assert!(matches!(&unread[..], [Appended::Stored(ids)] if ids.len() == 1));
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 2);
+
+    // Expiry.
+    h.store
+        .append(&[Append {
+            epoch_change: None,
+            messages: vec![
+                message(&group, MessageKind::Application, b"short", &[b, c], 500),
+                message(&group, MessageKind::Application, b"m5", &[b, c], 5_000),
+            ],
+        }])
+        .await?;
+    assert_eq!(h.store.expire_messages(499).await?, 0);
+    assert_eq!(h.store.expire_messages(500).await?, 1);
+    assert_eq!(payloads_for(&h, b).await?, vec![b"m2".to_vec(), b"m3".to_vec(), b"m5".to_vec()]);
+    assert_eq!(payloads_for(&h, c).await?, vec![b"m2".to_vec(), b"m5".to_vec()]);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM deliveries").await?, 5, "its queue entries went with it");
+
+    // Dropping a queue: messages still awaited elsewhere stay.
+    assert_eq!(h.store.drop_queue(c).await?, 2);
+    assert_eq!(payloads_for(&h, c).await?, Vec::<Vec<u8>>::new());
+    assert_eq!(payloads_for(&h, b).await?.len(), 3);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 3);
+    assert_eq!(h.store.drop_queue(b).await?, 3);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 0);
+    assert_eq!(h.store.drop_queue(b).await?, 0);
+    Ok(())
+}
+
+async fn deleting_a_family_deletes_its_groups_queues_and_key_packages(h: Harness) -> TestResult {
+    let (f, devices) = family_with_devices(&h, 1, 2).await?;
+    let (other, other_devices) = family_with_devices(&h, 10, 1).await?;
+    for (family, devices, id) in [(&f, &devices, 1), (&other, &other_devices, 2)] {
+        let group = group_row(id, family.id);
+        assert!(h.store.create_group(&group, devices).await?);
+        for device in devices.iter() {
+            let packages = [
+                NewKeyPackage { package: vec![id], last_resort: false },
+                NewKeyPackage { package: vec![id], last_resort: true },
+            ];
+            h.store.add_key_packages(*device, &packages).await?;
+        }
+        let batch = [Append {
+            epoch_change: None,
+            messages: vec![message(&group, MessageKind::Application, b"m", devices, 10_000)],
+        }];
+        h.store.append(&batch).await?;
+    }
+    assert!(h.store.delete_family(f.id).await?);
+    for (sql, left) in [
+        ("SELECT COUNT(*) FROM key_packages", 2),
+        ("SELECT COUNT(*) FROM mls_groups", 1),
+        ("SELECT COUNT(*) FROM group_members", 1),
+        ("SELECT COUNT(*) FROM messages", 1),
+        ("SELECT COUNT(*) FROM deliveries", 1),
+    ] {
+        assert_eq!(raw_count(&h.url, sql).await?, left, "{sql}: only the other family's rows remain");
+    }
+    assert_eq!(payloads_for(&h, other_devices[0]).await?, vec![b"m".to_vec()]);
+    Ok(())
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -307,4 +616,8 @@ store_suite!(
     hostile_text_is_stored_as_data_not_sql,
     two_guardians_leaving_at_once_never_orphan_a_family,
     a_pairing_completes_once_and_revocation_kills_tokens,
+    key_packages_are_claimed_once_and_the_last_resort_is_kept,
+    a_commit_moves_its_group_on_once,
+    queues_are_per_device_and_a_message_goes_when_all_acknowledged,
+    deleting_a_family_deletes_its_groups_queues_and_key_packages,
 );

@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// How often to look for idle accounts. [default: 1h]
     #[arg(long, env = "CUBBY_IDLE_SWEEP_EVERY", value_name = "DURATION", value_parser = parse_duration)]
     pub idle_sweep_every: Option<Duration>,
+
+    /// Undelivered messages are deleted this long after they were sent. [default: 30d]
+    #[arg(long, env = "CUBBY_MESSAGE_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
+    pub message_retention: Option<Duration>,
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d` (or plain seconds).
@@ -181,6 +185,8 @@ struct FileSettings {
     account_idle_grace: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     idle_sweep_every: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    message_retention: Option<Duration>,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
@@ -283,6 +289,7 @@ impl ServeArgs {
             account_idle: self.account_idle.or(file.account_idle).unwrap_or(defaults.account_idle),
             account_idle_grace: self.account_idle_grace.or(file.account_idle_grace).unwrap_or(defaults.account_idle_grace),
             idle_sweep_every: self.idle_sweep_every.or(file.idle_sweep_every).unwrap_or(defaults.idle_sweep_every),
+            message_retention: self.message_retention.or(file.message_retention).unwrap_or(defaults.message_retention),
             public_url: public_url.trim_end_matches('/').to_owned(),
             privacy_notice,
         };

@@ -465,6 +465,7 @@ pub async fn revoke(
     }
     audit(&state, Actor::Account(guardian.account), "device.revoked", Some(family), format!(r#"{{"device":"{device}"}}"#))
         .await?;
+    state.delivery.device_revoked(device).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

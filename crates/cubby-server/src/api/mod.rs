@@ -8,9 +8,11 @@ pub mod consent;
 pub mod devices;
 pub mod families;
 pub mod health;
+pub mod messaging;
 pub mod openapi;
 pub mod sessions;
 mod support;
+pub mod ws;
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -67,4 +69,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::list))
         .routes(routes!(devices::rename, devices::revoke))
         .routes(routes!(devices::wipe))
+        .routes(routes!(messaging::external_sender))
+        .routes(routes!(messaging::upload_key_packages, messaging::count_key_packages))
+        .routes(routes!(messaging::claim_key_package))
+        .routes(routes!(messaging::create_group, messaging::list_groups))
+        .routes(routes!(messaging::send))
+        .routes(routes!(ws::connect))
 }

@@ -51,6 +51,10 @@ impl ApiError {
         self.code
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn not_found() -> Self {
         Self::new(ErrorCode::NotFound, "there is nothing at this address")
     }
@@ -101,6 +105,11 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::AuthorizationPending | ErrorCode::SlowDown | ErrorCode::ExpiredToken | ErrorCode::AccessDenied => {
             StatusCode::BAD_REQUEST
         }
+        ErrorCode::MalformedMessage => StatusCode::BAD_REQUEST,
+        // The client processes the commit that won, then retries.
+        ErrorCode::StaleEpoch => StatusCode::CONFLICT,
+        ErrorCode::MembershipRefused => StatusCode::FORBIDDEN,
+        ErrorCode::DailyLimitReached => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

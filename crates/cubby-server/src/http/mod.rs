@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use cubby_crypto::PasswordHasher;
 
+use crate::delivery::Delivery;
 use crate::mail::Mailer;
 use crate::{ServerConfig, Vault};
 pub use error::{ApiError, ErrorBody};
@@ -47,6 +48,7 @@ pub struct AppState {
     pub throttles: Arc<Throttles>,
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
+    pub delivery: Arc<Delivery>,
 }
 
 /// Throttles for the endpoints that guess-resistant secrets pass through.
@@ -74,7 +76,13 @@ pub fn app(services: Services, config: &ServerConfig) -> Router {
 pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &ServerConfig) -> Router {
     let (router, openapi) = routes.split_for_parts();
     let metrics = Arc::new(Metrics::new());
+    let delivery = Arc::new(Delivery::start(
+        services.vault.store().clone(),
+        *services.vault.system_key().external_sender_seed(),
+        config.message_retention,
+    ));
     let state = AppState {
+        delivery,
         vault: services.vault,
         mailer: services.mailer,
         passwords: services.passwords,

@@ -30,6 +30,7 @@ mod connect;
 mod devices;
 mod families;
 mod keys;
+mod messaging;
 
 pub struct SqlStore {
     db: Db,

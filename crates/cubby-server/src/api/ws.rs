@@ -1,0 +1,311 @@
+//! `GET /api/v1/ws`: a device's live connection. The server pushes the device's queue in
+//! order (then each new message as it is stored); the device acknowledges by id, and what
+//! it has not acknowledged is sent again on its next connection (at least once). Devices
+//! may also send over the socket: sends are checked and stored in the order they arrive,
+//! pipelined, and each is answered once durably stored.
+//!
+//! Frames are JSON text. From the device:
+//! `{"type":"ack","ids":[…]}`, `{"type":"send","ref":N,"message":"…","welcome":"…","urgent":false}`.
+//! From the server: `{"type":"message",…}`, `{"type":"sent","ref":N,"ids":[…]}`,
+//! `{"type":"error","ref":N,"code":"…","message":"…"}`, `{"type":"key_packages_low",…}`,
+//! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use cubby_store::{DeviceRow, QueuedMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::messaging::{SendMessage, outgoing};
+use crate::delivery::hub::Signal;
+use crate::delivery::{Delivery, TOP_UP_BELOW};
+use crate::http::device_auth::Device;
+use crate::http::{ApiError, AppState, ErrorBody};
+
+/// Messages pushed but not yet acknowledged, at most: a slow reader's backlog stays in
+/// the store, not in memory.
+const IN_FLIGHT: usize = 512;
+const READ_BATCH: i64 = 128;
+/// Sends accepted from one connection before the server stops reading its frames.
+const PENDING_SENDS: usize = 256;
+/// A wake-up lost (another node stored the message) costs at most this much latency,
+/// and a revocation made on another node takes at most this long to close the socket.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+pub const CLOSE_REVOKED: u16 = 4001;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum FromDevice {
+    Ack { ids: Vec<i64> },
+    Send {
+        #[serde(rename = "ref")]
+        reference: u64,
+        #[serde(flatten)]
+        body: SendMessage,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ToDevice<'a> {
+    Message {
+        id: i64,
+        group_id: String,
+        kind: &'static str,
+        sender: Option<String>,
+        urgent: bool,
+        sent_at: i64,
+        data: String,
+    },
+    Sent {
+        #[serde(rename = "ref")]
+        reference: u64,
+        ids: Vec<i64>,
+    },
+    Error {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<u64>,
+        code: &'a str,
+        message: String,
+    },
+    KeyPackagesLow {
+        available: i64,
+        top_up_below: i64,
+    },
+    Wipe,
+}
+
+fn frame(message: &ToDevice<'_>) -> Message {
+    Message::Text(serde_json::to_string(message).unwrap_or_default().into())
+}
+
+fn error_frame(reference: Option<u64>, error: &ApiError, text: String) -> Message {
+    frame(&ToDevice::Error { reference, code: error.code().as_str(), message: text })
+}
+
+/// Open the device's live connection (WebSocket).
+#[utoipa::path(get, path = "/api/v1/ws", tag = "messaging",
+    responses(
+        (status = 101, description = "Switching to WebSocket"),
+        (status = 401, description = "Not signed in as a device", body = ErrorBody),
+    ))]
+pub async fn connect(State(state): State<AppState>, Device(device): Device, upgrade: WebSocketUpgrade) -> Response {
+    let limit = state.config.max_body_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            let delivery = state.delivery.clone();
+            if let Err(error) = Connection::new(delivery, device).run(socket).await {
+                tracing::debug!(%error, "device connection ended");
+            }
+        })
+}
+
+struct Connection {
+    delivery: Arc<Delivery>,
+    device: DeviceRow,
+    /// Highest message id pushed on this connection.
+    cursor: i64,
+    in_flight: BTreeSet<i64>,
+}
+
+impl Connection {
+    fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
+        Self { delivery, device, cursor: 0, in_flight: BTreeSet::new() }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
+        let mut subscription = self.delivery.hub().subscribe(self.device.id);
+        let (sends, pending) = mpsc::channel(PENDING_SENDS);
+        let (replies, mut answered) = mpsc::channel::<Message>(PENDING_SENDS);
+        let sender = tokio::spawn(store_sends(self.delivery.clone(), self.device.clone(), pending, replies));
+        let _stop_sender = AbortOnDrop(sender);
+
+        if self.device.wipe_requested_at.is_some() {
+            socket.send(frame(&ToDevice::Wipe)).await?;
+        }
+        self.report_key_packages(&mut socket).await?;
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        loop {
+            self.push_queue(&mut socket).await?;
+            tokio::select! {
+                incoming = socket.recv() => {
+                    let Some(incoming) = incoming else { return Ok(()) };
+                    match incoming? {
+                        Message::Text(text) => self.on_frame(&mut socket, text.as_str(), &sends).await?,
+                        Message::Binary(_) => {
+                            let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
+                            socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
+                        }
+                        Message::Close(_) => return Ok(()),
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                changed = subscription.signals.changed() => {
+                    let revoked = changed.is_err() || *subscription.signals.borrow_and_update() == Signal::Revoked;
+                    if revoked {
+                        return close_revoked(socket).await;
+                    }
+                    self.report_key_packages(&mut socket).await?;
+                }
+                Some(reply) = answered.recv() => socket.send(reply).await?,
+                _ = poll.tick() => {
+                    if !self.still_active().await {
+                        return close_revoked(socket).await;
+                    }
+                    // On PostgreSQL ids are not committed in id order across nodes: a
+                    // message can become visible below the cursor. Rescan now and then.
+                    self.cursor = 0;
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str, sends: &mpsc::Sender<(u64, SendMessage)>) -> Result<(), axum::Error> {
+        match serde_json::from_str::<FromDevice>(text) {
+            Ok(FromDevice::Ack { ids }) => {
+                for id in &ids {
+                    self.in_flight.remove(id);
+                }
+                if let Err(error) = self.delivery.acknowledge(self.device.id, &ids).await {
+                    socket.send(error_frame(None, &error, "the acknowledgement was not stored; send it again".to_owned())).await?;
+                }
+            }
+            Ok(FromDevice::Send { reference, body }) => {
+                // Waits when too many sends are pending: back-pressure on the sender.
+                let _ = sends.send((reference, body)).await;
+            }
+            Err(error) => {
+                let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
+                socket.send(error_frame(None, &code, format!("not a frame this server understands: {error}"))).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes what is queued for the device, up to the in-flight budget.
+    async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        while self.in_flight.len() < IN_FLIGHT {
+            let room = i64::try_from(IN_FLIGHT - self.in_flight.len()).unwrap_or(READ_BATCH).min(READ_BATCH);
+            let batch = match self.delivery.queued(self.device.id, self.cursor, room).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(error = ?error, "reading a device queue failed; retrying at the next poll");
+                    return Ok(());
+                }
+            };
+            let full = batch.len() as i64 == room;
+            for message in batch {
+                self.cursor = self.cursor.max(message.id);
+                if self.in_flight.insert(message.id) {
+                    socket.send(message_frame(&message)).await?;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_key_packages(&self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        if let Ok(available) = self.delivery.key_packages_left(self.device.id).await
+            && available < TOP_UP_BELOW
+        {
+            socket.send(frame(&ToDevice::KeyPackagesLow { available, top_up_below: TOP_UP_BELOW })).await?;
+        }
+        Ok(())
+    }
+
+    /// A revocation made on another node reaches this one through the database.
+    async fn still_active(&self) -> bool {
+        match self.delivery.store().device(self.device.id).await {
+            Ok(device) => device.is_some_and(|d| d.revoked_at.is_none()),
+            // The database is briefly unreachable: keep the connection, check again later.
+            Err(_) => true,
+        }
+    }
+}
+
+fn message_frame(message: &QueuedMessage) -> Message {
+    frame(&ToDevice::Message {
+        id: message.id,
+        group_id: BASE64.encode(&message.group_id),
+        kind: message.kind.as_str(),
+        sender: message.sender.map(|s| s.to_string()),
+        urgent: message.urgent,
+        sent_at: message.created_at,
+        data: BASE64.encode(&message.payload),
+    })
+}
+
+async fn close_revoked(mut socket: WebSocket) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame { code: CLOSE_REVOKED, reason: "this device was revoked".into() })))
+        .await
+}
+
+/// Checks and stores a connection's sends in arrival order, pipelined: each is queued for
+/// the group commit before the previous one is durable, and answered once it is.
+async fn store_sends(
+    delivery: Arc<Delivery>,
+    device: DeviceRow,
+    mut pending: mpsc::Receiver<(u64, SendMessage)>,
+    replies: mpsc::Sender<Message>,
+) {
+    let (submitted, mut to_answer) = mpsc::channel(PENDING_SENDS);
+    let answering = {
+        let (delivery, replies) = (delivery.clone(), replies.clone());
+        tokio::spawn(async move {
+            while let Some((reference, result)) = to_answer.recv().await {
+                let reply = match result {
+                    Ok(submitted) => match crate::delivery::Submitted::stored(submitted, &delivery).await {
+                        Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
+                        Err(error) => error_frame(Some(reference), &error, error.message().to_owned()),
+                    },
+                    Err(error) => error,
+                };
+                if replies.send(reply).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let _stop_answering = AbortOnDrop(answering);
+    while let Some((reference, body)) = pending.recv().await {
+        let result = match outgoing(body) {
+            Ok(outgoing) => delivery.submit(&device, outgoing).await,
+            Err(error) => Err(error),
+        };
+        let result = result.map_err(|error| error_frame(Some(reference), &error, error.message().to_owned()));
+        if submitted.send((reference, result)).await.is_err() {
+            return;
+        }
+    }
+    drop(submitted);
+    // Let the answers of sends already accepted go out before the task ends.
+    let _ = _stop_answering.wait().await;
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn wait(mut self) -> Result<(), tokio::task::JoinError> {
+        let handle = std::mem::replace(&mut self.0, tokio::spawn(async {}));
+        handle.await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,408 @@
+//! The MLS Delivery Service: KeyPackages, groups and the per-device queues.
+//!
+//! It checks every handshake message against the family rules before it is stored, routes
+//! encrypted application messages without reading them, acknowledges a send only once it
+//! is durably stored, and removes revoked devices from their groups by external proposal.
+
+pub mod group_commit;
+pub mod hub;
+pub mod mls_rules;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cubby_core::{DeviceId, ErrorCode, FamilyId};
+use cubby_store::{
+    Append, Appended, DeviceRow, EpochChange, GroupRow, MessageKind, NewKeyPackage, NewMessage, QueuedMessage, Store,
+};
+
+use crate::http::ApiError;
+use crate::vault::now_millis;
+use group_commit::{CommitError, GroupCommit};
+use hub::Hub;
+use mls_rules::{ExternalSender, Inbound, LeafDevice, PublicState, Rejection};
+
+/// Most KeyPackages a device may hold at once, and the level under which it is asked to
+/// top up.
+pub const MAX_KEY_PACKAGES: i64 = 100;
+pub const TOP_UP_BELOW: i64 = 10;
+/// Epochs an application message may lag behind its group (members that have not yet
+/// processed the latest commits); matches the SDK's `max_past_epochs`.
+pub const MAX_PAST_EPOCHS: u64 = 5;
+
+pub struct Delivery {
+    store: Arc<dyn Store>,
+    writer: GroupCommit,
+    hub: Arc<Hub>,
+    external_sender: ExternalSender,
+    retention: Duration,
+}
+
+/// A device's send: an MLS message, and for a commit that adds members, their Welcome.
+pub struct Outgoing {
+    pub message: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    /// Honoured only from a guardian's device: lets the message through quiet hours.
+    pub urgent: bool,
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Malformed(_) => ApiError::new(ErrorCode::MalformedMessage, rejection.to_string()),
+            Rejection::Refused(_) => ApiError::new(ErrorCode::MembershipRefused, rejection.to_string()),
+            Rejection::StaleEpoch { .. } => ApiError::new(
+                ErrorCode::StaleEpoch,
+                format!("{rejection}: process the messages waiting for you, then try again"),
+            ),
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(error: CommitError) -> Self {
+        ApiError::unavailable(&error)
+    }
+}
+
+fn unknown_group() -> ApiError {
+    // Another family's group is answered exactly like one that does not exist.
+    ApiError::new(ErrorCode::NotFound, "there is no such conversation")
+}
+
+fn stale(current: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::StaleEpoch,
+        format!("another commit moved the group to epoch {current} first: process it, then try again"),
+    )
+}
+
+impl Delivery {
+    pub fn start(store: Arc<dyn Store>, external_sender_seed: [u8; 32], retention: Duration) -> Self {
+        Self {
+            writer: GroupCommit::start(store.clone()),
+            store,
+            hub: Arc::new(Hub::default()),
+            external_sender: ExternalSender::from_seed(external_sender_seed),
+            retention,
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The key groups must name as their external sender.
+    pub fn external_sender_key(&self) -> &[u8] {
+        self.external_sender.public_key()
+    }
+
+    /// Stores a batch of the device's own KeyPackages; returns how many it now holds.
+    pub async fn upload_key_packages(&self, device: &DeviceRow, packages: &[Vec<u8>]) -> Result<i64, ApiError> {
+        let mut checked = Vec::with_capacity(packages.len());
+        for bytes in packages {
+            let package = mls_rules::check_key_package(bytes)?;
+            if !is_this_device(&package.owner, device) {
+                return Err(ApiError::new(
+                    ErrorCode::MembershipRefused,
+                    "a KeyPackage must carry the uploading device's own id and paired key",
+                ));
+            }
+            checked.push(NewKeyPackage { package: bytes.clone(), last_resort: package.last_resort });
+        }
+        let ordinary = checked.iter().filter(|p| !p.last_resort).count() as i64;
+        let left = self.store.key_packages_left(device.id).await?;
+        if left + ordinary > MAX_KEY_PACKAGES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("a device holds at most {MAX_KEY_PACKAGES} KeyPackages; it has {left}"),
+            ));
+        }
+        self.store.add_key_packages(device.id, &checked).await?;
+        Ok(left + ordinary)
+    }
+
+    /// Claims one KeyPackage of a device of the same family, to add it to a group.
+    pub async fn claim_key_package(&self, claimer: &DeviceRow, target: DeviceId) -> Result<Vec<u8>, ApiError> {
+        let no_package = || ApiError::new(ErrorCode::NotFound, "that device has no KeyPackage to hand out");
+        let device = self.store.device(target).await?.filter(|d| d.family_id == claimer.family_id && d.revoked_at.is_none());
+        let Some(device) = device else { return Err(no_package()) };
+        let package = self.store.claim_key_package(device.id).await?.ok_or_else(no_package)?;
+        if self.store.key_packages_left(device.id).await? < TOP_UP_BELOW {
+            self.hub.wake([device.id]);
+        }
+        Ok(package)
+    }
+
+    pub async fn key_packages_left(&self, device: DeviceId) -> Result<i64, ApiError> {
+        Ok(self.store.key_packages_left(device).await?)
+    }
+
+    /// Registers a group its creator has just made (epoch 0 or later, creator inside).
+    pub async fn create_group(&self, creator: &DeviceRow, group_info: &[u8], tree: &[u8]) -> Result<GroupRow, ApiError> {
+        let registered = mls_rules::register_group(group_info, tree, self.external_sender.public_key())?;
+        if !registered.members.iter().any(|m| is_this_device(m, creator)) {
+            return Err(ApiError::new(ErrorCode::MembershipRefused, "the creating device must be a member of the group"));
+        }
+        let members = self.check_members(creator.family_id, &registered.members).await?;
+        let group = GroupRow {
+            id: registered.group_id,
+            family_id: creator.family_id,
+            epoch: epoch_i64(registered.epoch)?,
+            public_state: registered.state.encode()?,
+            created_at: now_millis(),
+        };
+        if !self.store.create_group(&group, &members).await? {
+            return Err(ApiError::new(ErrorCode::Conflict, "a group with this id exists already"));
+        }
+        Ok(group)
+    }
+
+    /// The groups a device belongs to.
+    pub async fn groups_of(&self, device: &DeviceRow) -> Result<Vec<GroupRow>, ApiError> {
+        Ok(self.store.device_groups(device.id).await?)
+    }
+
+    /// Accepts a device's message once it is durably stored; returns the stored ids.
+    pub async fn send(&self, device: &DeviceRow, outgoing: Outgoing) -> Result<Vec<i64>, ApiError> {
+        self.submit(device, outgoing).await?.stored(self).await
+    }
+
+    /// Checks a device's message and queues it for storage, without waiting for the
+    /// write: sends submitted one after the other are stored in that order.
+    pub async fn submit(&self, device: &DeviceRow, outgoing: Outgoing) -> Result<Submitted, ApiError> {
+        match mls_rules::classify(&outgoing.message)? {
+            Inbound::Application { group_id, epoch } => self.send_application(device, group_id, epoch, outgoing).await,
+            Inbound::Commit { group_id, message, .. } => {
+                self.send_commit(device, group_id, *message, outgoing.message, outgoing.welcome).await
+            }
+        }
+    }
+
+    async fn member_group(&self, device: &DeviceRow, group_id: &[u8]) -> Result<(GroupRow, Vec<DeviceId>), ApiError> {
+        let group = self.store.group(group_id).await?.filter(|g| g.family_id == device.family_id);
+        let Some(group) = group else { return Err(unknown_group()) };
+        let members = self.store.group_members(group_id).await?;
+        if !members.contains(&device.id) {
+            return Err(unknown_group());
+        }
+        Ok((group, members))
+    }
+
+    async fn send_application(
+        &self,
+        device: &DeviceRow,
+        group_id: Vec<u8>,
+        epoch: u64,
+        outgoing: Outgoing,
+    ) -> Result<Submitted, ApiError> {
+        if outgoing.welcome.is_some() {
+            return Err(ApiError::new(ErrorCode::MalformedMessage, "only a commit comes with a Welcome"));
+        }
+        let (group, members) = self.member_group(device, &group_id).await?;
+        let current = u64::try_from(group.epoch).unwrap_or(0);
+        if epoch > current {
+            return Err(ApiError::new(ErrorCode::MalformedMessage, "the message is for an epoch the group has not reached"));
+        }
+        if epoch + MAX_PAST_EPOCHS < current {
+            return Err(stale(group.epoch));
+        }
+        let recipients: Vec<DeviceId> = members.into_iter().filter(|m| *m != device.id).collect();
+        let message = self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients);
+        let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };
+        let wake = message.recipients.clone();
+        let queued = self.writer.enqueue(Append { epoch_change: None, messages: vec![message] }).await?;
+        Ok(Submitted { queued, wake, epoch: group.epoch, commit_of: None })
+    }
+
+    async fn send_commit(
+        &self,
+        device: &DeviceRow,
+        group_id: Vec<u8>,
+        message: openmls::prelude::ProtocolMessage,
+        commit_bytes: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<Submitted, ApiError> {
+        let (group, _) = self.member_group(device, &group_id).await?;
+        let state = PublicState::decode(&group_id, &group.public_state)?;
+        let accepted = mls_rules::apply_commit(state, message, device.id)?;
+        self.check_members(group.family_id, &accepted.added).await?;
+        let added: Vec<DeviceId> = accepted.added.iter().map(|m| m.device).collect();
+        let mut messages = Vec::with_capacity(2);
+        let others: Vec<DeviceId> =
+            accepted.members_before.iter().map(|m| m.device).filter(|d| *d != device.id).collect();
+        messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Commit, commit_bytes, others));
+        match (welcome, added.is_empty()) {
+            (Some(welcome), false) => {
+                mls_rules::check_welcome(&welcome)?;
+                messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Welcome, welcome, added.clone()));
+            }
+            (None, true) => {}
+            (Some(_), true) => return Err(ApiError::new(ErrorCode::MalformedMessage, "a Welcome needs a commit that adds someone")),
+            (None, false) => return Err(ApiError::new(ErrorCode::MalformedMessage, "a commit that adds members needs their Welcome")),
+        }
+        let members_after: Vec<DeviceId> = accepted.members_after.iter().map(|m| m.device).collect();
+        let change = EpochChange {
+            group_id: group_id.clone(),
+            from_epoch: group.epoch,
+            to_epoch: epoch_i64(accepted.new_epoch)?,
+            public_state: accepted.state.encode()?,
+            members: members_after.clone(),
+        };
+        let wake: BTreeSet<DeviceId> = messages.iter().flat_map(|m| m.recipients.iter().copied()).collect();
+        let queued = self.writer.enqueue(Append { epoch_change: Some(change), messages }).await?;
+        Ok(Submitted { queued, wake: wake.into_iter().collect(), epoch: group.epoch, commit_of: Some(group_id) })
+    }
+
+    fn new_message(
+        &self,
+        group_id: &[u8],
+        sender: Option<DeviceId>,
+        kind: MessageKind,
+        payload: Vec<u8>,
+        recipients: Vec<DeviceId>,
+    ) -> NewMessage {
+        let now = now_millis();
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        NewMessage {
+            group_id: group_id.to_vec(),
+            sender,
+            kind,
+            payload,
+            urgent: false,
+            created_at: now,
+            expires_at: now.saturating_add(retention),
+            recipients,
+        }
+    }
+
+    /// Every device named must be an active device of the family, under the key it paired
+    /// with. (Approved contacts across families come with the contacts issue.)
+    async fn check_members(&self, family: FamilyId, members: &[LeafDevice]) -> Result<Vec<DeviceId>, ApiError> {
+        let mut ids = Vec::with_capacity(members.len());
+        for member in members {
+            let device = self.store.device(member.device).await?;
+            let allowed = device.as_ref().is_some_and(|d| d.family_id == family && d.revoked_at.is_none() && is_this_device(member, d));
+            if !allowed {
+                return Err(ApiError::new(
+                    ErrorCode::MembershipRefused,
+                    format!("device {} may not join this conversation: it is not an active device of this family", member.device),
+                ));
+            }
+            ids.push(member.device);
+        }
+        Ok(ids)
+    }
+
+    /// A queue read for the WebSocket.
+    pub async fn queued(&self, device: DeviceId, after: i64, limit: i64) -> Result<Vec<QueuedMessage>, ApiError> {
+        Ok(self.store.queued_for(device, after, limit).await?)
+    }
+
+    pub async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, ApiError> {
+        Ok(self.store.acknowledge(device, ids).await?)
+    }
+
+    /// A device was revoked: close its connections, drop its queue, and propose its
+    /// removal from every group it is in.
+    pub async fn device_revoked(&self, device: DeviceId) {
+        self.hub.revoke(device);
+        if let Err(error) = self.store.drop_queue(device).await {
+            tracing::warn!(%error, "dropping a revoked device's queue failed; its messages expire instead");
+        }
+        match self.store.device_groups(device).await {
+            Ok(groups) => {
+                for group in groups {
+                    self.remove_revoked_members(&group.id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing a revoked device's groups failed"),
+        }
+    }
+
+    /// Proposes removing each revoked device still in the group, at its current epoch.
+    /// Best effort: it runs again after every accepted commit of the group.
+    async fn remove_revoked_members(&self, group_id: &[u8]) {
+        if let Err(error) = self.try_remove_revoked_members(group_id).await {
+            tracing::warn!(error = ?error, "proposing the removal of revoked devices failed");
+        }
+    }
+
+    async fn try_remove_revoked_members(&self, group_id: &[u8]) -> Result<(), ApiError> {
+        let Some(group) = self.store.group(group_id).await? else { return Ok(()) };
+        let members = self.store.group_members(group_id).await?;
+        let mut revoked = Vec::new();
+        let mut active = Vec::new();
+        for member in &members {
+            match self.store.device(*member).await? {
+                Some(d) if d.revoked_at.is_none() => active.push(*member),
+                _ => revoked.push(*member),
+            }
+        }
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let state = PublicState::decode(group_id, &group.public_state)?;
+        let mut proposals = Vec::new();
+        for device in revoked {
+            if let Some(proposal) = self.external_sender.propose_removal(&state, device)? {
+                proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, active.clone()));
+            }
+        }
+        let change = EpochChange {
+            group_id: group_id.to_vec(),
+            from_epoch: group.epoch,
+            to_epoch: group.epoch,
+            public_state: state.encode()?,
+            members,
+        };
+        // Stale means a commit got in first; that commit's own pass proposes again.
+        if let Appended::Stored(_) = self.writer.append(Append { epoch_change: Some(change), messages: proposals }).await? {
+            self.hub.wake(active);
+        }
+        Ok(())
+    }
+
+    /// Deletes messages past their retention; run periodically.
+    pub async fn expire(&self) -> Result<u64, ApiError> {
+        Ok(self.store.expire_messages(now_millis()).await?)
+    }
+}
+
+/// A send checked and queued for storage.
+pub struct Submitted {
+    queued: group_commit::Queued,
+    wake: Vec<DeviceId>,
+    epoch: i64,
+    /// For a commit, its group: revoked members it left in place are proposed again.
+    commit_of: Option<Vec<u8>>,
+}
+
+impl Submitted {
+    /// Waits until the send is durably stored; then its recipients are woken.
+    pub async fn stored(self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
+        match self.queued.stored().await? {
+            Appended::Stored(ids) => {
+                delivery.hub.wake(self.wake);
+                if let Some(group_id) = self.commit_of {
+                    delivery.remove_revoked_members(&group_id).await;
+                }
+                Ok(ids)
+            }
+            Appended::StaleEpoch => Err(stale(self.epoch + 1)),
+        }
+    }
+}
+
+fn is_this_device(leaf: &LeafDevice, device: &DeviceRow) -> bool {
+    leaf.device == device.id && leaf.signature_key == device.public_key
+}
+
+fn epoch_i64(epoch: u64) -> Result<i64, ApiError> {
+    i64::try_from(epoch).map_err(|_| ApiError::new(ErrorCode::MalformedMessage, "epoch out of range"))
+}

@@ -1,0 +1,304 @@
+use async_trait::async_trait;
+use cubby_core::DeviceId;
+
+use super::{SqlStore, parse_id, parse_opt_id};
+use crate::{
+    Append, Appended, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
+};
+
+type GroupTuple = (Vec<u8>, String, i64, Vec<u8>, i64);
+
+fn group_from((id, family_id, epoch, public_state, created_at): GroupTuple) -> Result<GroupRow, StoreError> {
+    Ok(GroupRow { id, family_id: parse_id(&family_id)?, epoch, public_state, created_at })
+}
+
+type QueuedTuple = (i64, Vec<u8>, Option<String>, String, Vec<u8>, bool, i64);
+
+fn queued_from((id, group_id, sender, kind, payload, urgent, created_at): QueuedTuple) -> Result<QueuedMessage, StoreError> {
+    let kind = MessageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("message {id}: unknown kind")))?;
+    Ok(QueuedMessage { id, group_id, sender: parse_opt_id(sender)?, kind, payload, urgent, created_at })
+}
+
+/// Adds a device to a group if it still exists (a device deleted meanwhile is skipped, not
+/// an error that would fail a whole batch).
+const INSERT_MEMBER: &str = "INSERT INTO group_members (group_id, device_id) SELECT $1, id FROM devices WHERE id = $2 \
+                             ON CONFLICT (group_id, device_id) DO NOTHING";
+
+/// Deletes a message once no device waits for it any longer.
+const DELETE_IF_DELIVERED: &str =
+    "DELETE FROM messages WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1)";
+
+#[async_trait]
+impl MessagingStore for SqlStore {
+    async fn add_key_packages(&self, device: DeviceId, packages: &[NewKeyPackage]) -> Result<(), StoreError> {
+        on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            if packages.iter().any(|p| p.last_resort) {
+                sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort = TRUE")
+                    .bind(device.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for p in packages {
+                sqlx::query("INSERT INTO key_packages (device_id, package, last_resort) VALUES ($1, $2, $3)")
+                    .bind(device.to_string())
+                    .bind(&p.package)
+                    .bind(p.last_resort)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    async fn claim_key_package(&self, device: DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
+        let package = on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            // A write first, so SQLite takes its write lock (waiting its turn) before reading.
+            let package = loop {
+                let claimed: Option<(Vec<u8>,)> = sqlx::query_as(
+                    "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages \
+                     WHERE device_id = $1 AND last_resort = FALSE ORDER BY id LIMIT 1) RETURNING package",
+                )
+                .bind(device.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((package,)) = claimed {
+                    break Some(package);
+                }
+                // Nothing deleted: none is left, or (PostgreSQL) a concurrent claim took the
+                // one this picked, and the next is there for the taking.
+                let (left,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND last_resort = FALSE")
+                        .bind(device.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if left == 0 {
+                    let last: Option<(Vec<u8>,)> = sqlx::query_as(
+                        "SELECT package FROM key_packages WHERE device_id = $1 AND last_resort = TRUE \
+                         ORDER BY id DESC LIMIT 1",
+                    )
+                    .bind(device.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    break last.map(|(package,)| package);
+                }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(package)
+        })?;
+        Ok(package)
+    }
+
+    async fn key_packages_left(&self, device: DeviceId) -> Result<i64, StoreError> {
+        let (left,): (i64,) = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND last_resort = FALSE")
+                .bind(device.to_string())
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(left)
+    }
+
+    async fn create_group(&self, group: &GroupRow, members: &[DeviceId]) -> Result<bool, StoreError> {
+        let created = on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let created = sqlx::query(
+                "INSERT INTO mls_groups (id, family_id, epoch, public_state, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&group.id)
+            .bind(group.family_id.to_string())
+            .bind(group.epoch)
+            .bind(&group.public_state)
+            .bind(group.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if created {
+                for member in members {
+                    sqlx::query(INSERT_MEMBER).bind(&group.id).bind(member.to_string()).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(created)
+        })?;
+        Ok(created)
+    }
+
+    async fn group(&self, id: &[u8]) -> Result<Option<GroupRow>, StoreError> {
+        let row: Option<GroupTuple> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT id, family_id, epoch, public_state, created_at FROM mls_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(group_from).transpose()
+    }
+
+    async fn group_members(&self, id: &[u8]) -> Result<Vec<DeviceId>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT device_id FROM group_members WHERE group_id = $1 ORDER BY device_id")
+                .bind(id)
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.iter().map(|(id,)| parse_id(id)).collect()
+    }
+
+    async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupRow>, StoreError> {
+        let rows: Vec<GroupTuple> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT g.id, g.family_id, g.epoch, g.public_state, g.created_at \
+                 FROM group_members m JOIN mls_groups g ON g.id = m.group_id \
+                 WHERE m.device_id = $1 ORDER BY g.created_at, g.id",
+            )
+            .bind(device.to_string())
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(group_from).collect()
+    }
+
+    async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        let outcomes = on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for append in batch {
+                if let Some(change) = &append.epoch_change {
+                    // Conditional on the epoch the commit was made in: of two commits to the
+                    // same epoch the first wins, in this batch or across nodes.
+                    let moved = sqlx::query(
+                        "UPDATE mls_groups SET epoch = $1, public_state = $2 WHERE id = $3 AND epoch = $4",
+                    )
+                    .bind(change.to_epoch)
+                    .bind(&change.public_state)
+                    .bind(&change.group_id)
+                    .bind(change.from_epoch)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if moved == 0 {
+                        outcomes.push(Appended::StaleEpoch);
+                        continue;
+                    }
+                    sqlx::query("DELETE FROM group_members WHERE group_id = $1")
+                        .bind(&change.group_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for member in &change.members {
+                        sqlx::query(INSERT_MEMBER).bind(&change.group_id).bind(member.to_string()).execute(&mut *tx).await?;
+                    }
+                }
+                let mut ids = Vec::with_capacity(append.messages.len());
+                for message in &append.messages {
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO messages (group_id, sender_device, kind, payload, urgent, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    )
+                    .bind(&message.group_id)
+                    .bind(message.sender.map(|id| id.to_string()))
+                    .bind(message.kind.as_str())
+                    .bind(&message.payload)
+                    .bind(message.urgent)
+                    .bind(message.created_at)
+                    .bind(message.expires_at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    // Only to live devices: one gone or revoked meanwhile gets nothing, and
+                    // does not fail the batch.
+                    let mut queued = 0;
+                    for recipient in &message.recipients {
+                        queued += sqlx::query(
+                            "INSERT INTO deliveries (device_id, message_id) \
+                             SELECT id, $2 FROM devices WHERE id = $1 AND revoked_at IS NULL \
+                             ON CONFLICT (device_id, message_id) DO NOTHING",
+                        )
+                        .bind(recipient.to_string())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    // A message nobody waits for is not kept until it expires.
+                    if queued == 0 {
+                        sqlx::query("DELETE FROM messages WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                    }
+                    ids.push(id);
+                }
+                outcomes.push(Appended::Stored(ids));
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcomes)
+        })?;
+        Ok(outcomes)
+    }
+
+    async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError> {
+        let rows: Vec<QueuedTuple> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT m.id, m.group_id, m.sender_device, m.kind, m.payload, m.urgent, m.created_at \
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id \
+                 WHERE d.device_id = $1 AND d.message_id > $2 ORDER BY d.message_id LIMIT $3",
+            )
+            .bind(device.to_string())
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(queued_from).collect()
+    }
+
+    async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError> {
+        let removed = on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut removed = 0;
+            for id in ids {
+                let n = sqlx::query("DELETE FROM deliveries WHERE device_id = $1 AND message_id = $2")
+                    .bind(device.to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    removed += n;
+                    sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(removed)
+        })?;
+        Ok(removed)
+    }
+
+    async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError> {
+        let dropped = on_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<(i64,)> = sqlx::query_as("DELETE FROM deliveries WHERE device_id = $1 RETURNING message_id")
+                .bind(device.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+            for (id,) in &rows {
+                sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(rows.len() as u64)
+        })?;
+        Ok(dropped)
+    }
+
+    async fn expire_messages(&self, now: i64) -> Result<u64, StoreError> {
+        // Queue entries go by cascade (SQLite's foreign keys are on for every connection).
+        let n = on_pool!(&self.db, |pool| {
+            sqlx::query("DELETE FROM messages WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(n)
+    }
+}
