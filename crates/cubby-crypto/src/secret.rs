@@ -28,6 +28,12 @@ impl SecretKey {
         hex::encode(self.0)
     }
 
+    /// The raw bytes, for handing the key to a library that takes it so (a device's
+    /// storage and signing keys, read from their key files by `cubby chat`).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

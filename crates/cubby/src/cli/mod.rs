@@ -1,6 +1,7 @@
 //! The command line.
 
 mod admin;
+mod chat;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Command {
     /// Operator's tools: key rotation, audit log verification.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// A terminal messaging client: pair as a guardian's device, then talk to the family.
+    Chat(chat::ChatArgs),
 }
 
 impl Cli {
@@ -28,6 +31,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Admin(command) => command.run().await,
+            Command::Chat(args) => args.run().await,
         }
     }
 }
