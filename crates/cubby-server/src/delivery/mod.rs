@@ -80,6 +80,7 @@ fn stale(current: i64) -> ApiError {
 
 impl Delivery {
     pub fn start(store: Arc<dyn Store>, external_sender_seed: [u8; 32], retention: Duration) -> Self {
+        tokio::spawn(expire_periodically(Arc::downgrade(&store)));
         Self {
             writer: GroupCommit::start(store.clone()),
             store,
@@ -367,11 +368,6 @@ impl Delivery {
         }
         Ok(())
     }
-
-    /// Deletes messages past their retention; run periodically.
-    pub async fn expire(&self) -> Result<u64, ApiError> {
-        Ok(self.store.expire_messages(now_millis()).await?)
-    }
 }
 
 /// A send checked and queued for storage.
@@ -395,6 +391,22 @@ impl Submitted {
                 Ok(ids)
             }
             Appended::StaleEpoch => Err(stale(self.epoch + 1)),
+        }
+    }
+}
+
+/// How often messages past their retention are deleted.
+const EXPIRE_EVERY: Duration = Duration::from_secs(600);
+
+/// Deletes expired messages every [`EXPIRE_EVERY`] until the store is gone.
+async fn expire_periodically(store: std::sync::Weak<dyn Store>) {
+    loop {
+        tokio::time::sleep(EXPIRE_EVERY).await;
+        let Some(store) = store.upgrade() else { return };
+        match store.expire_messages(now_millis()).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "deleted messages past their retention"),
+            Err(error) => tracing::warn!(%error, "deleting expired messages failed; trying again later"),
         }
     }
 }

@@ -1,0 +1,110 @@
+//! A device's live connection (`/api/v1/ws`) and what guardians do to devices: a revoked
+//! toy's open connection is closed within a second and it cannot connect again; a toy
+//! flagged as lost is told to wipe itself when it connects.
+
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::api::{self, Session};
+use common::{Dirs, Fallible, Server, TestResult, client};
+use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Toy {
+    guardian: Session,
+    family: String,
+    device_id: String,
+    token: String,
+}
+
+async fn paired_toy(server: &Server, dirs: &Dirs) -> Fallible<Toy> {
+    let guardian = api::guardian(server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let family = api::family(server, &guardian, "The Family").await?;
+    api::consent(server, &dirs.outbox(), &guardian, &family).await?;
+    let child = api::child(server, &guardian, &family, "Sam", "6_8").await?;
+    let toy = CubbyClient::with_http_client(&server.base_url, client()?);
+    let key = DeviceKey::generate()?;
+    let start = toy.start_pairing(&key, DeviceKind::Toy, "toy 1.0").await?;
+    let body = json!({"user_code": start.user_code, "family_id": family, "child_id": child, "name": "Bear"});
+    let (status, answer) = api::post(server, "/api/v1/pairing/approve", Some(&guardian.token), body).await?;
+    if status != 200 {
+        return Err(format!("approval answered {status}: {answer}").into());
+    }
+    let PairingPoll::Paired(paired) = toy.poll_pairing(&start.device_code).await? else {
+        return Err("not paired".into());
+    };
+    let session = toy.authenticate(&key, &paired.device_id).await?;
+    Ok(Toy { guardian, family, device_id: paired.device_id, token: session.access_token.clone() })
+}
+
+async fn connect(server: &Server, token: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let url = server.base_url.replacen("http://", "ws://", 1) + "/api/v1/ws";
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().map_err(|_| {
+        tokio_tungstenite::tungstenite::Error::Url(tokio_tungstenite::tungstenite::error::UrlError::EmptyHostName)
+    })?);
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
+}
+
+async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
+    if postgres {
+        Ok(Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?)
+    } else {
+        Ok(Server::start(&dirs.args(None))?)
+    }
+}
+
+async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let toy = paired_toy(&server, &dirs).await?;
+    let mut socket = connect(&server, &toy.token).await?;
+
+    let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
+    let response = client()?.delete(server.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
+    assert_eq!(response.status().as_u16(), 204);
+    let revoked_at = Instant::now();
+    let close = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Close(frame) = frame? {
+                return Ok::<_, tokio_tungstenite::tungstenite::Error>(frame.map(|f| u16::from(f.code)));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    assert_eq!(close, Some(4001), "closed as revoked, {:?} after the revocation", revoked_at.elapsed());
+
+    // It cannot come back: neither the live connection nor any request.
+    match connect(&server, &toy.token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => return Err(format!("a revoked device connected again: {:?}", other.map(|_| ())).into()),
+    }
+    server.stop()?;
+    Ok(())
+}
+
+async fn a_lost_toy_is_told_to_wipe_when_it_connects(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let toy = paired_toy(&server, &dirs).await?;
+    let path = format!("/api/v1/families/{}/devices/{}/wipe", toy.family, toy.device_id);
+    let (status, _) = api::post(&server, &path, Some(&toy.guardian.token), json!({})).await?;
+    assert_eq!(status, 204);
+    let mut socket = connect(&server, &toy.token).await?;
+    let first = tokio::time::timeout(Duration::from_secs(5), socket.next()).await?.ok_or("closed")??;
+    let Message::Text(text) = first else { return Err(format!("expected a text frame, got {first:?}").into()) };
+    let frame: Value = serde_json::from_str(text.as_str())?;
+    assert_eq!(frame["type"], "wipe");
+    server.stop()?;
+    Ok(())
+}
+
+on_both_engines!(a_revoked_toys_open_connection_closes_within_a_second, a_lost_toy_is_told_to_wipe_when_it_connects);
