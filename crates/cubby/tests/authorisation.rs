@@ -17,9 +17,9 @@
 //! code, and the owner reads them afterwards to prove nothing was changed or deleted; the
 //! co-guardian runs destructive calls last, each on a throwaway family, session and toy.
 //!
-//! The device's own endpoints take no guardian session and stay out of the matrix; the
-//! one that takes a device's token (GET /api/v1/device) has its own check,
-//! [`only_a_live_device_token_reads_the_device`].
+//! The device's own endpoints take no guardian session and stay out of the matrix; those
+//! that take a device's token ([`DEVICE_TOKEN`]: its record, messaging, the live
+//! connection) have their own check, [`only_a_live_device_token_reads_the_device`].
 //!
 //! The endpoints are data ([`MATRIX`]). [`the_matrix_covers_every_documented_endpoint`]
 //! compares it with the running server's OpenAPI document, so an endpoint cannot be added
@@ -139,6 +139,19 @@ const DEVICE_PUBLIC: &[(&str, &str)] = &[
     ("POST", "/api/v1/devices/session"),
 ];
 
+/// The endpoints a paired device calls with its access token (and nothing else opens).
+const DEVICE_TOKEN: &[(&str, &str)] = &[
+    ("GET", "/api/v1/device"),
+    ("GET", "/api/v1/mls/external-sender"),
+    ("POST", "/api/v1/key-packages"),
+    ("GET", "/api/v1/key-packages"),
+    ("POST", "/api/v1/devices/{device_id}/key-package"),
+    ("POST", "/api/v1/groups"),
+    ("GET", "/api/v1/groups"),
+    ("POST", "/api/v1/messages"),
+    ("GET", "/api/v1/ws"),
+];
+
 /// Documented operations that take no session, so the matrix leaves them out.
 fn is_public(method: &str, path: &str) -> bool {
     path.starts_with("/api/v1/accounts")
@@ -148,7 +161,7 @@ fn is_public(method: &str, path: &str) -> bool {
         || (method == "POST" && path == "/api/v1/sessions")
         || DEVICE_PUBLIC.contains(&(method, path))
         // A device's token, not a guardian's session: see only_a_live_device_token_reads_the_device.
-        || (method == "GET" && path == "/api/v1/device")
+        || DEVICE_TOKEN.contains(&(method, path))
 }
 
 impl Endpoint {
@@ -799,9 +812,13 @@ async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult
         Auth::Bearer(&w.owner.token),
         Auth::Cookie { token: &w.owner.token, csrf: Some(&w.owner.csrf) },
     ] {
-        let answer = w.send("GET", path, auth, None).await?;
-        if !answer.is(401, "unauthenticated") {
-            wrong.push(format!("GET {path} as {auth:?}: {answer}"));
+        for (method, template) in DEVICE_TOKEN {
+            let target = template.replace("{device_id}", &w.device);
+            let body = (*method == "POST").then(|| json!({}));
+            let answer = w.send(method, &target, auth, body).await?;
+            if !answer.is(401, "unauthenticated") {
+                wrong.push(format!("{method} {target} as {auth:?}: {answer}"));
+            }
         }
     }
     report(&wrong, "401 unauthenticated")?;
@@ -821,8 +838,12 @@ async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult
     let revoke = format!("/api/v1/families/{}/devices/{}", w.family, w.device);
     let revoked = w.send("DELETE", &revoke, Auth::Bearer(&w.owner.token), None).await?;
     assert_eq!(revoked.status, 204, "{revoked}");
-    let after = w.send("GET", path, Auth::Bearer(token), None).await?;
-    assert!(after.is(401, "unauthenticated"), "a revoked toy's token still reads: {after}");
+    for (method, template) in DEVICE_TOKEN {
+        let target = template.replace("{device_id}", &w.device);
+        let body = (*method == "POST").then(|| json!({}));
+        let after = w.send(method, &target, Auth::Bearer(token), body).await?;
+        assert!(after.is(401, "unauthenticated"), "a revoked toy's token still opens {method} {target}: {after}");
+    }
     match device.authenticate(&w.device_key, &w.device).await {
         Err(error) if error.is_unauthenticated() => Ok(()),
         Err(error) => Err(format!("a revoked toy signing in failed otherwise: {error}").into()),
