@@ -10,6 +10,7 @@ pub mod ids;
 pub mod password_rules;
 pub mod policy;
 pub mod privacy_notice;
+pub mod quiet_hours;
 pub mod validation;
 
 pub use error::{Error, ErrorCode};

@@ -12,6 +12,7 @@ mod error;
 pub mod families;
 pub mod keys;
 pub mod messaging;
+pub mod schedules;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -30,6 +31,7 @@ pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
 pub use messaging::{
     Append, Appended, EpochChange, GroupRow, MessageKind, MessagingStore, NewKeyPackage, NewMessage, QueuedMessage,
 };
+pub use schedules::ScheduleStore;
 pub use sql::SqlStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +51,7 @@ impl fmt::Display for Engine {
 
 /// Everything Cubby keeps in its database.
 #[async_trait]
-pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + MessagingStore + Send + Sync + 'static {
+pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + MessagingStore + ScheduleStore + Send + Sync + 'static {
     fn engine(&self) -> Engine;
 
     /// Checks that the database answers.

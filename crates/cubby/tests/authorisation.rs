@@ -103,6 +103,14 @@ const MATRIX: &[Endpoint] = &[
     op("PATCH", "/api/v1/families/{family_id}/children/{child_id}", Some(r#"{"nickname":"Changed"}"#), Change),
     op("DELETE", "/api/v1/families/{family_id}/children/{child_id}", None, Destroy),
     op("GET", "/api/v1/families/{family_id}/children/{child_id}/export", None, Read),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/quiet-hours", None, Read),
+    op(
+        "PUT",
+        "/api/v1/families/{family_id}/children/{child_id}/quiet-hours",
+        Some(r#"{"time_zone":"Europe/Paris","windows":[{"start":"19:30","end":"07:00"}],"daily_limit":50}"#),
+        Change,
+    ),
+    op("DELETE", "/api/v1/families/{family_id}/children/{child_id}/quiet-hours", None, Destroy),
     // The code a toy shows; its family and child are in the body.
     op(
         "POST",

@@ -21,6 +21,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, envelope_id TEXT NOT NULL UNIQUE, \
      group_id BLOB NOT NULL, sender TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL) STRICT",
+    "CREATE TABLE IF NOT EXISTS processed (id INTEGER PRIMARY KEY, at INTEGER NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message BLOB NOT NULL) STRICT",
 ];
 
@@ -144,6 +145,29 @@ impl LocalStore {
         .await
         .map_err(local)?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Whether the server message `id` was processed already (it is sent again until
+    /// acknowledged, and quiet hours deliver out of id order).
+    pub async fn was_processed(&self, id: i64) -> Result<bool, ClientError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM processed WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(local)?;
+        Ok(row.is_some())
+    }
+
+    /// Records that `id` was processed; forgets ids older than `forget_before` (the server
+    /// has deleted those messages by then).
+    pub async fn mark_processed(&self, tx: &mut Transaction<'static, Sqlite>, id: i64, at: i64, forget_before: i64) -> Result<(), ClientError> {
+        sqlx::query("INSERT INTO processed (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(local)?;
+        if id % 256 == 0 {
+            sqlx::query("DELETE FROM processed WHERE at < $1").bind(forget_before).execute(&mut **tx).await.map_err(local)?;
+        }
+        Ok(())
     }
 
     /// Received messages in the order they arrived, after `after` (a sequence number).

@@ -16,6 +16,17 @@ pub const PADDING: usize = 256;
 /// Epochs whose secrets are kept: a toy offline while the group changed can still read
 /// what was sent before those changes. Matches the server's acceptance window.
 pub const MAX_PAST_EPOCHS: usize = 5;
+/// Quiet hours deliver a guardian's urgent message before the ones held back, so a toy
+/// must read messages older than the newest it has seen: this many per sender.
+pub const OUT_OF_ORDER_TOLERANCE: u32 = 1000;
+/// How far ahead of the last message a sender's next one may be (messages that expired
+/// or were refused leave gaps).
+pub const MAXIMUM_FORWARD_DISTANCE: u32 = 10_000;
+
+fn sender_ratchet() -> SenderRatchetConfiguration {
+    SenderRatchetConfiguration::new(OUT_OF_ORDER_TOLERANCE, MAXIMUM_FORWARD_DISTANCE)
+}
+
 /// The credential name of the server as the groups' external sender.
 pub const EXTERNAL_SENDER_NAME: &[u8] = b"cubby-delivery-service";
 
@@ -50,6 +61,7 @@ pub fn create_config(external_sender: &[u8]) -> Result<MlsGroupCreateConfig, Cli
         .padding_size(PADDING)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .use_ratchet_tree_extension(true)
+        .sender_ratchet_configuration(sender_ratchet())
         .with_group_context_extensions(extensions)
         .capabilities(capabilities())
         .build())
@@ -61,6 +73,7 @@ pub fn join_config() -> MlsGroupJoinConfig {
         .padding_size(PADDING)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .use_ratchet_tree_extension(true)
+        .sender_ratchet_configuration(sender_ratchet())
         .build()
 }
 

@@ -79,8 +79,6 @@ struct State {
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,
     local: LocalStore,
-    /// Highest server message id processed: a message sent again is skipped by it.
-    processed_up_to: i64,
 }
 
 /// One device's end-to-end-encrypted messaging.
@@ -108,7 +106,8 @@ struct Sent {
     ids: Vec<i64>,
 }
 
-const PROCESSED_UP_TO: &str = "processed_up_to";
+/// Processed message ids are remembered longer than the server keeps any message.
+const FORGET_PROCESSED_AFTER_MS: i64 = 60 * 24 * 3600 * 1000;
 const CONVERSATIONS: &str = "conversations";
 
 impl Messenger {
@@ -127,10 +126,6 @@ impl Messenger {
             let mut values = provider.storage().values.write().map_err(|_| ClientError::Local("lock".into()))?;
             values.extend(local.mls_state().iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        let processed_up_to = match local.setting(PROCESSED_UP_TO).await? {
-            Some(bytes) => i64::from_le_bytes(bytes.try_into().map_err(|_| ClientError::StorageKey)?),
-            None => 0,
-        };
         let session = api.authenticate(&key, device_id).await?;
         let signer = mls::signer(&key);
         Ok(Self {
@@ -138,7 +133,7 @@ impl Messenger {
             device_id: device_id.to_owned(),
             key,
             session: Mutex::new(session),
-            state: Mutex::new(State { provider, signer, local, processed_up_to }),
+            state: Mutex::new(State { provider, signer, local }),
         })
     }
 
@@ -437,7 +432,7 @@ impl Messenger {
     /// fact that it was processed in one transaction.
     pub(crate) async fn process(&self, frame: &live::MessageFrame) -> Result<Vec<Event>, ClientError> {
         let mut state = self.state.lock().await;
-        if frame.id <= state.processed_up_to {
+        if state.local.was_processed(frame.id).await? {
             return Ok(Vec::new());
         }
         let conversation = ConversationId(BASE64.decode(&frame.group_id).map_err(|_| ClientError::Malformed("a group id".into()))?);
@@ -481,10 +476,10 @@ impl Messenger {
         }
         let current = snapshot(&state.provider)?;
         state.local.write_mls_state(&mut tx, &current).await?;
-        state.local.set_setting(&mut tx, PROCESSED_UP_TO, &id.to_le_bytes()).await?;
+        let now = envelope::now_millis();
+        state.local.mark_processed(&mut tx, id, now, now - FORGET_PROCESSED_AFTER_MS).await?;
         tx.commit().await.map_err(|e| ClientError::Local(e.to_string()))?;
         state.local.written(current);
-        state.processed_up_to = id;
         if duplicate {
             events.retain(|e| !matches!(e, Event::Message { .. }));
         }

@@ -33,7 +33,7 @@ pub struct ChildChange {
     pub age_band: Option<AgeBand>,
 }
 
-fn child_id(raw: &str) -> Result<ChildId, ApiError> {
+pub(crate) fn child_id(raw: &str) -> Result<ChildId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 

@@ -10,6 +10,7 @@ pub mod families;
 pub mod health;
 pub mod messaging;
 pub mod openapi;
+pub mod quiet_hours;
 pub mod sessions;
 mod support;
 pub mod ws;
@@ -60,6 +61,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(children::create, children::list))
         .routes(routes!(children::get, children::update, children::delete))
         .routes(routes!(children::export))
+        .routes(routes!(quiet_hours::get, quiet_hours::set, quiet_hours::delete))
         .routes(routes!(devices::start_pairing))
         .routes(routes!(devices::approve_pairing))
         .routes(routes!(devices::poll_pairing))

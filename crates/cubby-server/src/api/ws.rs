@@ -19,7 +19,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use cubby_store::{DeviceRow, QueuedMessage};
+use cubby_core::quiet_hours::QuietHours;
+use cubby_store::{DeviceRow, MessageKind, QueuedMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -28,6 +29,7 @@ use crate::delivery::hub::Signal;
 use crate::delivery::{Delivery, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
+use crate::vault::now_millis;
 
 /// Messages pushed but not yet acknowledged, at most: a slow reader's backlog stays in
 /// the store, not in memory.
@@ -37,7 +39,7 @@ const READ_BATCH: i64 = 128;
 const PENDING_SENDS: usize = 256;
 /// A wake-up lost (another node stored the message) costs at most this much latency,
 /// and a revocation made on another node takes at most this long to close the socket.
-const POLL_EVERY: Duration = Duration::from_secs(2);
+const POLL_EVERY: Duration = Duration::from_secs(5);
 pub const CLOSE_REVOKED: u16 = 4001;
 
 #[derive(Deserialize)]
@@ -112,6 +114,10 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
 struct Connection {
     delivery: Arc<Delivery>,
     device: DeviceRow,
+    /// A child's toy: its quiet hours, re-read at every poll.
+    schedule: Option<QuietHours>,
+    /// When the quiet window holding messages back ends (ms), if one does.
+    held_until: Option<i64>,
     /// Highest message id pushed on this connection.
     cursor: i64,
     in_flight: BTreeSet<i64>,
@@ -119,7 +125,7 @@ struct Connection {
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, cursor: 0, in_flight: BTreeSet::new() }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new() }
     }
 
     async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
@@ -133,9 +139,11 @@ impl Connection {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
         self.report_key_packages(&mut socket).await?;
+        self.schedule = self.delivery.schedule_of(&self.device).await;
         let mut poll = tokio::time::interval(POLL_EVERY);
         loop {
             self.push_queue(&mut socket).await?;
+            let release = release_in(self.held_until);
             tokio::select! {
                 incoming = socket.recv() => {
                     let Some(incoming) = incoming else { return Ok(()) };
@@ -157,10 +165,13 @@ impl Connection {
                     self.report_key_packages(&mut socket).await?;
                 }
                 Some(reply) = answered.recv() => socket.send(reply).await?,
+                // The quiet window ended: what it held goes out now.
+                _ = tokio::time::sleep(release) => self.cursor = 0,
                 _ = poll.tick() => {
                     if !self.still_active().await {
                         return close_revoked(socket).await;
                     }
+                    self.schedule = self.delivery.schedule_of(&self.device).await;
                     // On PostgreSQL ids are not committed in id order across nodes: a
                     // message can become visible below the cursor. Rescan now and then.
                     self.cursor = 0;
@@ -191,8 +202,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Pushes what is queued for the device, up to the in-flight budget.
+    /// Pushes what is queued for the device, up to the in-flight budget. During a child's
+    /// quiet hours only guardians' urgent messages (and the group changes that keep the
+    /// toy's conversations consistent) go out; the rest stays queued.
     async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        let quiet_until = self.schedule.as_ref().and_then(|s| s.quiet_until(now_millis()));
+        self.held_until = None;
         while self.in_flight.len() < IN_FLIGHT {
             let room = i64::try_from(IN_FLIGHT - self.in_flight.len()).unwrap_or(READ_BATCH).min(READ_BATCH);
             let batch = match self.delivery.queued(self.device.id, self.cursor, room).await {
@@ -205,6 +220,12 @@ impl Connection {
             let full = batch.len() as i64 == room;
             for message in batch {
                 self.cursor = self.cursor.max(message.id);
+                if let Some(until) = quiet_until
+                    && held(&message)
+                {
+                    self.held_until = Some(until);
+                    continue;
+                }
                 if self.in_flight.insert(message.id) {
                     socket.send(message_frame(&message)).await?;
                 }
@@ -232,6 +253,19 @@ impl Connection {
             // The database is briefly unreachable: keep the connection, check again later.
             Err(_) => true,
         }
+    }
+}
+
+/// Whether quiet hours hold this message back.
+fn held(message: &QueuedMessage) -> bool {
+    message.kind == MessageKind::Application && !message.urgent
+}
+
+/// How long until held messages may go; a long time when nothing is held.
+fn release_in(held_until: Option<i64>) -> Duration {
+    match held_until {
+        Some(until) => Duration::from_millis(u64::try_from(until - now_millis()).unwrap_or(0)),
+        None => Duration::from_secs(24 * 3600),
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cubby_core::quiet_hours::QuietHours;
 use cubby_core::{DeviceId, ErrorCode, FamilyId};
 use cubby_store::{
     Append, Appended, DeviceRow, EpochChange, GroupRow, MessageKind, NewKeyPackage, NewMessage, QueuedMessage, Store,
@@ -33,6 +34,7 @@ pub const MAX_PAST_EPOCHS: u64 = 5;
 
 pub struct Delivery {
     store: Arc<dyn Store>,
+    vault: Arc<crate::Vault>,
     writer: GroupCommit,
     hub: Arc<Hub>,
     external_sender: ExternalSender,
@@ -79,9 +81,12 @@ fn stale(current: i64) -> ApiError {
 }
 
 impl Delivery {
-    pub fn start(store: Arc<dyn Store>, external_sender_seed: [u8; 32], retention: Duration) -> Self {
+    pub fn start(vault: Arc<crate::Vault>, retention: Duration) -> Self {
+        let store = vault.store().clone();
+        let external_sender_seed = *vault.system_key().external_sender_seed();
         tokio::spawn(expire_periodically(Arc::downgrade(&store)));
         Self {
+            vault,
             writer: GroupCommit::start(store.clone()),
             store,
             hub: Arc::new(Hub::default()),
@@ -96,6 +101,32 @@ impl Delivery {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// A child's quiet hours and daily limit, if set; `None` for a guardian's device.
+    pub async fn schedule_of(&self, device: &DeviceRow) -> Option<QuietHours> {
+        let child = device.child_id?;
+        match self.vault.quiet_hours(device.family_id, child).await {
+            Ok(schedule) => schedule,
+            Err(error) => {
+                tracing::warn!(%error, "a child's quiet hours could not be read; none applied");
+                None
+            }
+        }
+    }
+
+    /// Counts a send of a child's toy against the child's daily limit.
+    async fn within_daily_limit(&self, device: &DeviceRow) -> Result<(), ApiError> {
+        let (Some(child), Some(schedule)) = (device.child_id, self.schedule_of(device).await) else { return Ok(()) };
+        let (Some(limit), Some(day_start)) = (schedule.daily_limit, schedule.day_start(now_millis())) else { return Ok(()) };
+        if self.store.count_send(child, day_start, i64::from(limit)).await? {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::DailyLimitReached,
+                format!("this child's toys may send {limit} messages a day; more tomorrow"),
+            ))
+        }
     }
 
     /// The key groups must name as their external sender.
@@ -213,6 +244,7 @@ impl Delivery {
         if epoch + MAX_PAST_EPOCHS < current {
             return Err(stale(group.epoch));
         }
+        self.within_daily_limit(device).await?;
         let recipients: Vec<DeviceId> = members.into_iter().filter(|m| *m != device.id).collect();
         let message = self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients);
         let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };

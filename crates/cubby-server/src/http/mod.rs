@@ -76,11 +76,7 @@ pub fn app(services: Services, config: &ServerConfig) -> Router {
 pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &ServerConfig) -> Router {
     let (router, openapi) = routes.split_for_parts();
     let metrics = Arc::new(Metrics::new());
-    let delivery = Arc::new(Delivery::start(
-        services.vault.store().clone(),
-        *services.vault.system_key().external_sender_seed(),
-        config.message_retention,
-    ));
+    let delivery = Arc::new(Delivery::start(services.vault.clone(), config.message_retention));
     let state = AppState {
         delivery,
         vault: services.vault,

@@ -7,6 +7,7 @@ mod audit;
 mod children;
 mod devices;
 mod key_rotation;
+mod quiet_hours;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

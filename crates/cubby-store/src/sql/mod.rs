@@ -31,6 +31,7 @@ mod devices;
 mod families;
 mod keys;
 mod messaging;
+mod schedules;
 
 pub struct SqlStore {
     db: Db,

@@ -1,0 +1,158 @@
+//! Quiet hours and daily limits, end to end with real MLS clients on both engines: during
+//! a child's quiet hours the toy receives a guardian's urgent message and nothing else;
+//! what was held arrives once the window is over; a toy past its daily limit is refused.
+//! (The window arithmetic itself — midnight, weekdays, daylight saving, the release time —
+//! is tested with explicit clocks in cubby_core::quiet_hours.)
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::api::{self, Session};
+use common::{Dirs, Fallible, Server, TestResult, client};
+use cubby_client::messaging::Body;
+use cubby_client::{CubbyClient, DeviceKey, DeviceKind, Event, Messenger, PairingPoll};
+use serde_json::{Value, json};
+
+const IDLE: Duration = Duration::from_millis(700);
+
+async fn device(server: &Server, dir: &Path, name: &str, guardian: &Session, family: &str, child: Option<&str>) -> Fallible<Messenger> {
+    let api = CubbyClient::with_http_client(&server.base_url, client()?);
+    let key = DeviceKey::generate()?;
+    let kind = if child.is_some() { DeviceKind::Toy } else { DeviceKind::App };
+    let start = api.start_pairing(&key, kind, "test 1.0").await?;
+    let body = json!({"user_code": start.user_code, "family_id": family, "child_id": child, "name": name});
+    let (status, answer) = api::post(server, "/api/v1/pairing/approve", Some(&guardian.token), body).await?;
+    if status != 200 {
+        return Err(format!("approval answered {status}: {answer}").into());
+    }
+    let PairingPoll::Paired(paired) = api.poll_pairing(&start.device_code).await? else {
+        return Err("not paired after approval".into());
+    };
+    let messenger = Messenger::open(&dir.join(format!("{name}.db")), [9; 32], api, key, &paired.device_id).await?;
+    messenger.publish_key_packages().await?;
+    Ok(messenger)
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { envelope, .. } => match &envelope.body {
+                Body::Text { text } => Some(text.clone()),
+                Body::Unsupported => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// `HH:MM` in UTC, `minutes` from now.
+fn utc_time(minutes: i64) -> Fallible<String> {
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+    let minute_of_day = ((now / 60 + minutes) % 1440 + 1440) % 1440;
+    Ok(format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60))
+}
+
+async fn put_quiet_hours(server: &Server, guardian: &Session, family: &str, child: &str, body: Value) -> Fallible<(u16, Value)> {
+    let response = client()?
+        .put(server.url(&format!("/api/v1/families/{family}/children/{child}/quiet-hours")))
+        .bearer_auth(&guardian.token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = if postgres {
+        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
+    } else {
+        Server::start(&dirs.args(None))?
+    };
+    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let family = api::family(&server, &guardian, "The Family").await?;
+    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
+    let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
+    let local = tempfile::tempdir()?;
+    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
+    let toy = device(&server, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let chat = phone.create_conversation().await?;
+    phone.invite(&chat, toy.device_id()).await?;
+    toy.sync(IDLE).await?;
+
+    // Bedtime now: from an hour ago to an hour from now.
+    let (start, end) = (utc_time(-60)?, utc_time(60)?);
+    let bedtime = json!({"time_zone": "UTC", "windows": [{"start": start, "end": end}]});
+    let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, bedtime.clone()).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api::get(&server, &format!("/api/v1/families/{family}/children/{child}/quiet-hours"), Some(&guardian.token)).await?;
+    assert_eq!((status, &body["windows"][0]["start"]), (200, &Value::from(start.as_str())), "{body}");
+
+    phone.send_text(&chat, "time to tidy your room").await?;
+    phone.send_urgent_text(&chat, "grandma is here, come downstairs").await?;
+    assert_eq!(texts(&toy.sync(IDLE).await?), ["grandma is here, come downstairs"], "only the urgent one passes");
+    assert!(texts(&toy.sync(IDLE).await?).is_empty(), "the rest is still held");
+
+    // The window is over (a schedule whose bedtime ended a minute ago): the held message arrives.
+    let over = json!({"time_zone": "UTC", "windows": [{"start": utc_time(-120)?, "end": utc_time(-1)?}]});
+    let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, over).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(texts(&toy.sync(IDLE).await?), ["time to tidy your room"]);
+
+    // Bad schedules are refused with the field named.
+    for (bad, field) in [
+        (json!({"time_zone": "Mars/Olympus", "windows": []}), "time_zone"),
+        (json!({"time_zone": "UTC", "windows": [{"start": "24:00", "end": "07:00"}]}), "start"),
+        (json!({"time_zone": "UTC", "windows": [], "daily_limit": 0}), "daily_limit"),
+    ] {
+        let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, bad).await?;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(field)), "{body}");
+    }
+    server.stop()?;
+    Ok(())
+}
+
+async fn a_toy_past_its_daily_limit_is_refused(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = if postgres {
+        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
+    } else {
+        Server::start(&dirs.args(None))?
+    };
+    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let family = api::family(&server, &guardian, "The Family").await?;
+    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
+    let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
+    let local = tempfile::tempdir()?;
+    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
+    let toy = device(&server, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let chat = phone.create_conversation().await?;
+    phone.invite(&chat, toy.device_id()).await?;
+    toy.sync(IDLE).await?;
+
+    let limit = json!({"time_zone": "Europe/Paris", "windows": [], "daily_limit": 2});
+    let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, limit).await?;
+    assert_eq!(status, 200, "{body}");
+    toy.send_text(&chat, "one").await?;
+    toy.send_text(&chat, "two").await?;
+    match toy.send_text(&chat, "three").await {
+        Err(error) => assert_eq!(error.code(), Some("daily_limit_reached"), "{error}"),
+        Ok(_) => return Err("a third message went past a limit of two".into()),
+    }
+    // The guardian's phone is not limited, and received exactly what passed.
+    phone.send_text(&chat, "bedtime").await?;
+    phone.send_text(&chat, "sleep well").await?;
+    phone.send_text(&chat, "love you").await?;
+    assert_eq!(texts(&phone.sync(IDLE).await?), ["one", "two"]);
+    server.stop()?;
+    Ok(())
+}
+
+on_both_engines!(quiet_hours_hold_all_but_urgent_messages_until_the_window_ends, a_toy_past_its_daily_limit_is_refused);
