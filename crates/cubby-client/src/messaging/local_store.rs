@@ -20,10 +20,13 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS mls_state (key BLOB PRIMARY KEY, value BLOB NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, envelope_id TEXT NOT NULL UNIQUE, \
-     group_id BLOB NOT NULL, sender TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL) STRICT",
+     group_id TEXT NOT NULL, sender TEXT NOT NULL, body BLOB NOT NULL, received_at INTEGER NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS processed (id INTEGER PRIMARY KEY, at INTEGER NOT NULL) STRICT",
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message BLOB NOT NULL) STRICT",
 ];
+
+/// `(seq, envelope_id, group_id, sender, sealed body)`.
+type InboxRow = (i64, String, String, String, Vec<u8>);
 
 pub struct LocalStore {
     pool: SqlitePool,
@@ -126,7 +129,7 @@ impl LocalStore {
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         envelope_id: &str,
-        group_id: &[u8],
+        group_id: &str,
         sender: &str,
         body: &[u8],
         received_at: i64,
@@ -170,9 +173,10 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Received messages in the order they arrived, after `after` (a sequence number).
-    pub async fn inbox(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>, String, Vec<u8>)>, ClientError> {
-        let rows: Vec<(i64, String, Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+    /// Received messages in the order they arrived, after `after` (a sequence number):
+    /// `(sequence, group id in base64, sender, envelope)`.
+    pub async fn inbox(&self, after: i64, limit: i64) -> Result<Vec<(i64, String, String, Vec<u8>)>, ClientError> {
+        let rows: Vec<InboxRow> = sqlx::query_as(
             "SELECT seq, envelope_id, group_id, sender, body FROM inbox WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)

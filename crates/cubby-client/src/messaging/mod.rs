@@ -91,13 +91,11 @@ pub struct Messenger {
 }
 
 #[derive(Serialize)]
-struct SendBody<'a> {
+struct SendBody {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     welcome: Option<String>,
     urgent: bool,
-    #[serde(skip)]
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
 #[derive(Deserialize)]
@@ -286,8 +284,7 @@ impl Messenger {
         let body = SendBody {
             message: BASE64.encode(serialize(&commit)?),
             welcome: Some(BASE64.encode(serialize(&welcome)?)),
-            urgent: false,
-            _p: std::marker::PhantomData,
+            urgent: false
         };
         let sent = self.call::<Sent>(Method::POST, "/api/v1/messages", Some(&body), "the send receipt").await;
         match &sent {
@@ -336,7 +333,7 @@ impl Messenger {
         let mut sent = 0;
         for (seq, bytes) in pending {
             let Some((urgent, message)) = bytes.split_first() else { continue };
-            let body = SendBody { message: BASE64.encode(message), welcome: None, urgent: *urgent == 1, _p: std::marker::PhantomData };
+            let body = SendBody { message: BASE64.encode(message), welcome: None, urgent: *urgent == 1 };
             match self.call::<Sent>(Method::POST, "/api/v1/messages", Some(&body), "the send receipt").await {
                 Ok(_) => {}
                 // Refused for good (e.g. the epoch is too old now): keeping it would block the rest.
@@ -362,8 +359,7 @@ impl Messenger {
         let body = SendBody {
             message: BASE64.encode(serialize(&commit)?),
             welcome: welcome.as_ref().map(serialize).transpose()?.map(|w| BASE64.encode(w)),
-            urgent: false,
-            _p: std::marker::PhantomData,
+            urgent: false
         };
         match self.call::<Sent>(Method::POST, "/api/v1/messages", Some(&body), "the send receipt").await {
             Ok(_) => group.merge_pending_commit(&state.provider).map_err(mls_error)?,
@@ -471,7 +467,7 @@ impl Messenger {
         if let Some((sender, envelope)) = &inbox {
             duplicate = !state
                 .local
-                .add_to_inbox(&mut tx, &envelope.id, group_b64.as_bytes(), sender, &envelope.encode(), envelope::now_millis())
+                .add_to_inbox(&mut tx, &envelope.id, &group_b64, sender, &envelope.encode(), envelope::now_millis())
                 .await?;
         }
         let current = snapshot(&state.provider)?;
