@@ -46,10 +46,23 @@ async fn connect(messenger: &Messenger) -> Result<Socket, ClientError> {
     let url = messenger.api().websocket_url("/api/v1/ws")?;
     let mut request = url.as_str().into_client_request().map_err(|e| ClientError::Mls(e.to_string()))?;
     request.headers_mut().insert(reqwest::header::AUTHORIZATION, crate::pairing::bearer(&session)?);
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls_connector()?))
         .await
         .map_err(|e| ClientError::Local(format!("cannot open the live connection: {e}")))?;
     Ok(socket)
+}
+
+/// TLS for `wss://`: the platform's trust store (as the HTTP client uses), aws-lc-rs.
+fn tls_connector() -> Result<tokio_tungstenite::Connector, ClientError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let tls_error = |e: rustls::Error| ClientError::Local(format!("TLS setup failed: {e}"));
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .with_platform_verifier()
+        .map_err(tls_error)?
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
 }
 
 /// Reads frames until the socket is quiet for `idle` (or closes), processing each.
