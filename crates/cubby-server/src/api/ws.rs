@@ -20,12 +20,13 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use cubby_core::quiet_hours::QuietHours;
-use cubby_store::{DeviceRow, MessageKind, QueuedMessage};
+use cubby_store::{DeviceRow, QueuedMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::Signal;
+use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::{Delivery, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
@@ -143,7 +144,7 @@ impl Connection {
         let mut poll = tokio::time::interval(POLL_EVERY);
         loop {
             self.push_queue(&mut socket).await?;
-            let release = release_in(self.held_until);
+            let release = release_in(self.held_until, now_millis());
             tokio::select! {
                 incoming = socket.recv() => {
                     let Some(incoming) = incoming else { return Ok(()) };
@@ -206,7 +207,7 @@ impl Connection {
     /// quiet hours only guardians' urgent messages (and the group changes that keep the
     /// toy's conversations consistent) go out; the rest stays queued.
     async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        let quiet_until = self.schedule.as_ref().and_then(|s| s.quiet_until(now_millis()));
+        let now = now_millis();
         self.held_until = None;
         while self.in_flight.len() < IN_FLIGHT {
             let room = i64::try_from(IN_FLIGHT - self.in_flight.len()).unwrap_or(READ_BATCH).min(READ_BATCH);
@@ -220,9 +221,7 @@ impl Connection {
             let full = batch.len() as i64 == room;
             for message in batch {
                 self.cursor = self.cursor.max(message.id);
-                if let Some(until) = quiet_until
-                    && held(&message)
-                {
+                if let Decision::HoldUntil(until) = decide(self.schedule.as_ref(), &message, now) {
                     self.held_until = Some(until);
                     continue;
                 }
@@ -253,19 +252,6 @@ impl Connection {
             // The database is briefly unreachable: keep the connection, check again later.
             Err(_) => true,
         }
-    }
-}
-
-/// Whether quiet hours hold this message back.
-fn held(message: &QueuedMessage) -> bool {
-    message.kind == MessageKind::Application && !message.urgent
-}
-
-/// How long until held messages may go; a long time when nothing is held.
-fn release_in(held_until: Option<i64>) -> Duration {
-    match held_until {
-        Some(until) => Duration::from_millis(u64::try_from(until - now_millis()).unwrap_or(0)),
-        None => Duration::from_secs(24 * 3600),
     }
 }
 

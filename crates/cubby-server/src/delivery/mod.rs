@@ -7,6 +7,7 @@
 pub mod group_commit;
 pub mod hub;
 pub mod mls_rules;
+pub mod quiet_hours;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
