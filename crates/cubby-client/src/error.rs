@@ -61,6 +61,10 @@ pub enum ClientError {
     #[error("this device is not in that conversation")]
     UnknownConversation,
 
+    /// The live connection could not be opened or broke (network, server restart).
+    #[error("the live connection to the server failed: {0}")]
+    Connection(String),
+
     /// The live connection closed; the server revoked this device when `revoked`.
     #[error("the connection to the server closed{}", if *revoked { ": this device was revoked" } else { "" })]
     Disconnected { revoked: bool },

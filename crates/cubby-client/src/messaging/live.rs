@@ -48,14 +48,19 @@ async fn connect(messenger: &Messenger) -> Result<Socket, ClientError> {
     request.headers_mut().insert(reqwest::header::AUTHORIZATION, crate::pairing::bearer(&session)?);
     let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls_connector()?))
         .await
-        .map_err(|e| ClientError::Local(format!("cannot open the live connection: {e}")))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) if response.status() == 401 => {
+                ClientError::Disconnected { revoked: true }
+            }
+            other => ClientError::Connection(format!("cannot open it: {other}")),
+        })?;
     Ok(socket)
 }
 
 /// TLS for `wss://`: the platform's trust store (as the HTTP client uses), aws-lc-rs.
 fn tls_connector() -> Result<tokio_tungstenite::Connector, ClientError> {
     use rustls_platform_verifier::BuilderVerifierExt;
-    let tls_error = |e: rustls::Error| ClientError::Local(format!("TLS setup failed: {e}"));
+    let tls_error = |e: rustls::Error| ClientError::Connection(format!("TLS setup failed: {e}"));
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
@@ -85,7 +90,7 @@ async fn pump(
         };
         let frame = match next {
             Some(Ok(frame)) => frame,
-            Some(Err(error)) => return Err(ClientError::Local(format!("the live connection broke: {error}"))),
+            Some(Err(error)) => return Err(ClientError::Connection(format!("it broke: {error}"))),
             None => return Err(ClientError::Disconnected { revoked: false }),
         };
         match frame {
@@ -99,7 +104,7 @@ async fn pump(
                             }
                         }
                         let ack = serde_json::json!({ "type": "ack", "ids": [message.id] }).to_string();
-                        socket.send(Message::Text(ack.into())).await.map_err(|e| ClientError::Local(e.to_string()))?;
+                        socket.send(Message::Text(ack.into())).await.map_err(|e| ClientError::Connection(e.to_string()))?;
                     }
                     FromServer::KeyPackagesLow {} => {
                         messenger.publish_key_packages().await?;
@@ -127,7 +132,9 @@ async fn pump(
     }
 }
 
-/// Connects, processes the queue until quiet for `idle`, and disconnects.
+/// Connects, processes the queue until quiet for `idle`, and disconnects. If the
+/// connection breaks after some messages were processed, those events are returned (they
+/// are stored and acknowledged-or-skipped already); the next sync carries on.
 pub(crate) async fn sync(messenger: &Messenger, idle: Duration) -> Result<Vec<Event>, ClientError> {
     messenger.flush_outbox().await?;
     let mut socket = connect(messenger).await?;
@@ -138,7 +145,11 @@ pub(crate) async fn sync(messenger: &Messenger, idle: Duration) -> Result<Vec<Ev
     })
     .await;
     let _ = socket.close(None).await;
-    result.map(|()| collected)
+    match result {
+        Ok(()) => Ok(collected),
+        Err(ClientError::Connection(_) | ClientError::Disconnected { revoked: false }) if !collected.is_empty() => Ok(collected),
+        Err(error) => Err(error),
+    }
 }
 
 impl Messenger {
