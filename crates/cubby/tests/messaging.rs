@@ -13,9 +13,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::api::{self, Session};
+use common::devices::{device, texts};
 use common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::messaging::Body;
-use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, DeviceKind, Event, Messenger, PairingPoll};
+use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, Event, Messenger};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -69,12 +70,6 @@ async fn family(server: &Server, outbox: &Path, tag: &str) -> Fallible<Family> {
 
 /// Pairs a device (approved by `guardian`, for `child` or the guardian's own app) and opens
 /// its messenger with KeyPackages published.
-async fn device(server: &Server, dir: &Path, name: &str, guardian: &Session, family: &str, child: Option<&str>) -> Fallible<Messenger> {
-    Ok(paired_device(server, dir, name, guardian, family, child).await?.0)
-}
-
-/// As [`device`], also returning the device key's secret, so that the test can sign in as
-/// the device by hand (raw HTTP and WebSocket requests).
 async fn paired_device(
     server: &Server,
     dir: &Path,
@@ -83,22 +78,7 @@ async fn paired_device(
     family: &str,
     child: Option<&str>,
 ) -> Fallible<(Messenger, [u8; 32])> {
-    let api = CubbyClient::with_http_client(&server.base_url, client()?);
-    let key = DeviceKey::generate()?;
-    let secret = key.secret_bytes();
-    let kind = if child.is_some() { DeviceKind::Toy } else { DeviceKind::App };
-    let start = api.start_pairing(&key, kind, "test 1.0").await?;
-    let body = json!({"user_code": start.user_code, "family_id": family, "child_id": child, "name": name});
-    let (status, answer) = api::post(server, "/api/v1/pairing/approve", Some(&guardian.token), body).await?;
-    if status != 200 {
-        return Err(format!("approval answered {status}: {answer}").into());
-    }
-    let PairingPoll::Paired(paired) = api.poll_pairing(&start.device_code).await? else {
-        return Err("not paired after approval".into());
-    };
-    let messenger = Messenger::open(&dir.join(format!("{name}.db")), [7; 32], api, key, &paired.device_id).await?;
-    messenger.publish_key_packages().await?;
-    Ok((messenger, secret))
+    common::devices::paired_device_at(server, &server.base_url, dir, name, guardian, family, child).await
 }
 
 /// A fresh access token for a device, signed in as the SDK does.
@@ -120,19 +100,6 @@ async fn conversation_of_three(alice: &Messenger, bob: &Messenger, toy: &Messeng
         }
     }
     Ok(chat)
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { envelope, .. } => match &envelope.body {
-                Body::Text { text } => Some(text.clone()),
-                Body::Unsupported => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 async fn three_devices_converse_and_an_offline_toy_catches_up_in_order(postgres: bool) -> TestResult {

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use common::devices::{paired_device_at, texts};
+use common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::messaging::Body;
-use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, DeviceKind, Event, Messenger, PairingPoll};
-use serde_json::json;
+use cubby_client::{ClientError, ConversationId, Event, Messenger};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -125,47 +125,6 @@ async fn family(server: &Server, outbox: &Path) -> Fallible<Family> {
     api::consent(server, outbox, &guardian, &id).await?;
     let child = api::child(server, &guardian, &id, "Sam", "6_8").await?;
     Ok(Family { guardian, id, child })
-}
-
-/// Pairs a device that talks to the server at `url` (approved by `guardian`, for `child` or
-/// the guardian's own app) and opens its messenger with KeyPackages published.
-async fn device(
-    server: &Server,
-    url: &str,
-    dir: &Path,
-    name: &str,
-    guardian: &Session,
-    family: &str,
-    child: Option<&str>,
-) -> Fallible<Messenger> {
-    let api = CubbyClient::with_http_client(url, client()?);
-    let key = DeviceKey::generate()?;
-    let kind = if child.is_some() { DeviceKind::Toy } else { DeviceKind::App };
-    let start = api.start_pairing(&key, kind, "test 1.0").await?;
-    let body = json!({"user_code": start.user_code, "family_id": family, "child_id": child, "name": name});
-    let (status, answer) = api::post(server, "/api/v1/pairing/approve", Some(&guardian.token), body).await?;
-    if status != 200 {
-        return Err(format!("approval answered {status}: {answer}").into());
-    }
-    let PairingPoll::Paired(paired) = api.poll_pairing(&start.device_code).await? else {
-        return Err("not paired after approval".into());
-    };
-    let messenger = Messenger::open(&dir.join(format!("{name}.db")), [7; 32], api, key, &paired.device_id).await?;
-    messenger.publish_key_packages().await?;
-    Ok(messenger)
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { envelope, .. } => match &envelope.body {
-                Body::Text { text } => Some(text.clone()),
-                Body::Unsupported => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 /// The n-th text of the stream: "m-00001" …; they sort as they were sent.
@@ -362,8 +321,8 @@ async fn a_server_killed_mid_stream_loses_no_acknowledged_message(postgres: bool
     let family = family(&server, &dirs.outbox()).await?;
     let local = tempfile::tempdir()?;
     let (guardian, id) = (&family.guardian, &family.id);
-    let phone = Arc::new(device(&server, &phone_relay.url, local.path(), "phone", guardian, id, None).await?);
-    let toy = Arc::new(device(&server, &toy_relay.url, local.path(), "toy", guardian, id, Some(&family.child)).await?);
+    let phone = Arc::new(paired_device_at(&server, &phone_relay.url, local.path(), "phone", guardian, id, None).await?.0);
+    let toy = Arc::new(paired_device_at(&server, &toy_relay.url, local.path(), "toy", guardian, id, Some(&family.child)).await?.0);
     let chat = phone.create_conversation().await?;
     phone.invite(&chat, toy.device_id()).await?;
     let joined = toy.sync(IDLE).await?;

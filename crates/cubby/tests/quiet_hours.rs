@@ -7,47 +7,14 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::api::{self, Session};
+use common::devices::{device, texts};
 use common::{Dirs, Fallible, Server, TestResult, client};
-use cubby_client::messaging::Body;
-use cubby_client::{CubbyClient, DeviceKey, DeviceKind, Event, Messenger, PairingPoll};
 use serde_json::{Value, json};
 
 const IDLE: Duration = Duration::from_millis(700);
-
-async fn device(server: &Server, dir: &Path, name: &str, guardian: &Session, family: &str, child: Option<&str>) -> Fallible<Messenger> {
-    let api = CubbyClient::with_http_client(&server.base_url, client()?);
-    let key = DeviceKey::generate()?;
-    let kind = if child.is_some() { DeviceKind::Toy } else { DeviceKind::App };
-    let start = api.start_pairing(&key, kind, "test 1.0").await?;
-    let body = json!({"user_code": start.user_code, "family_id": family, "child_id": child, "name": name});
-    let (status, answer) = api::post(server, "/api/v1/pairing/approve", Some(&guardian.token), body).await?;
-    if status != 200 {
-        return Err(format!("approval answered {status}: {answer}").into());
-    }
-    let PairingPoll::Paired(paired) = api.poll_pairing(&start.device_code).await? else {
-        return Err("not paired after approval".into());
-    };
-    let messenger = Messenger::open(&dir.join(format!("{name}.db")), [9; 32], api, key, &paired.device_id).await?;
-    messenger.publish_key_packages().await?;
-    Ok(messenger)
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message { envelope, .. } => match &envelope.body {
-                Body::Text { text } => Some(text.clone()),
-                Body::Unsupported => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
 
 /// `HH:MM` in UTC, `minutes` from now.
 fn utc_time(minutes: i64) -> Fallible<String> {

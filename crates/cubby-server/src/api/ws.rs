@@ -42,6 +42,9 @@ const PENDING_SENDS: usize = 256;
 /// and a revocation made on another node takes at most this long to close the socket.
 const POLL_EVERY: Duration = Duration::from_secs(5);
 pub const CLOSE_REVOKED: u16 = 4001;
+/// A wake-up may mean another device claimed one of this device's KeyPackages; the count
+/// is looked at no more often than this (wake-ups come with every message).
+const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -122,11 +125,12 @@ struct Connection {
     /// Highest message id pushed on this connection.
     cursor: i64,
     in_flight: BTreeSet<i64>,
+    key_packages_checked: Option<tokio::time::Instant>,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new() }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), key_packages_checked: None }
     }
 
     async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
@@ -236,7 +240,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn report_key_packages(&self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+    async fn report_key_packages(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        if self.key_packages_checked.is_some_and(|at| at.elapsed() < KEY_PACKAGE_CHECK_EVERY) {
+            return Ok(());
+        }
+        self.key_packages_checked = Some(tokio::time::Instant::now());
         if let Ok(available) = self.delivery.key_packages_left(self.device.id).await
             && available < TOP_UP_BELOW
         {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod api;
+pub mod devices;
 
 /// Expands scenarios `async fn NAME(postgres: bool) -> TestResult` into one test per
 /// engine: `sqlite::NAME` and `postgres::NAME` (a fresh database each).
