@@ -64,6 +64,10 @@ pub trait FamilyStore {
         guardian: Option<AccountId>,
     ) -> Result<(), StoreError>;
     async fn family(&self, id: FamilyId) -> Result<Option<FamilyRow>, StoreError>;
+    /// Days the family's undelivered messages are kept; None: the server's default.
+    async fn message_retention_days(&self, id: FamilyId) -> Result<Option<i64>, StoreError>;
+    /// Sets (or, with None, clears) it; false if there is no such family.
+    async fn set_message_retention_days(&self, id: FamilyId, days: Option<i64>) -> Result<bool, StoreError>;
     /// Deletes a family with every row it owns and every data key (crypto-shredding).
     async fn delete_family(&self, id: FamilyId) -> Result<bool, StoreError>;
 

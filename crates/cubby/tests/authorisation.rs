@@ -88,6 +88,8 @@ const MATRIX: &[Endpoint] = &[
     op("DELETE", "/api/v1/families/{family_id}/membership", None, Destroy),
     op("GET", "/api/v1/families/{family_id}/security-events", None, Read),
     op("GET", "/api/v1/families/{family_id}/export", None, Read),
+    op("GET", "/api/v1/families/{family_id}/message-retention", None, Read),
+    op("PUT", "/api/v1/families/{family_id}/message-retention", Some(r#"{"days":14}"#), Change),
     op("GET", "/api/v1/families/{family_id}/consent", None, Read),
     op(
         "POST",

@@ -719,7 +719,45 @@ async fn bad_messages_get_clear_errors(postgres: bool) -> TestResult {
     Ok(())
 }
 
+/// A family chooses how long its undelivered messages wait on the server: what is stored
+/// carries that expiry, the setting is checked, and `null` returns to the server's 30 days.
+async fn a_family_chooses_how_long_undelivered_messages_wait(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let (server, db) = start(&dirs, postgres).await?;
+    let family = family(&server, &dirs.outbox(), "r").await?;
+    let local = tempfile::tempdir()?;
+    let alice = device(&server, local.path(), "alice-phone", &family.alice, &family.id, None).await?;
+    let toy = device(&server, local.path(), "toy", &family.alice, &family.id, Some(&family.child)).await?;
+    let chat = alice.create_conversation().await?;
+    alice.invite(&chat, toy.device_id()).await?;
+
+    let path = format!("/api/v1/families/{}/message-retention", family.id);
+    let (status, body) = api::get(&server, &path, Some(&family.alice.token)).await?;
+    assert_eq!((status, &body["days"], &body["effective_days"]), (200, &Value::Null, &json!(30)), "{body}");
+    let put = |days: Value| {
+        let request = client().map(|c| c.put(server.url(&path)).bearer_auth(&family.bob.token).json(&json!({"days": days})));
+        async move { Ok::<_, Box<dyn std::error::Error + Send + Sync>>(request?.send().await?.status().as_u16()) }
+    };
+    assert_eq!(put(json!(0)).await?, 422);
+    assert_eq!(put(json!(366)).await?, 422);
+    assert_eq!(put(json!(2)).await?, 200, "a co-guardian may choose it");
+
+    alice.send_text(&chat, "kept two days at most").await?;
+    let sql = "SELECT expires_at - created_at FROM messages WHERE kind = 'application' ORDER BY id DESC LIMIT 1";
+    let (kept,): (i64,) = with_db!(&db, |conn| sqlx::query_as(sql).fetch_one(&mut conn).await?);
+    assert_eq!(kept, 2 * 86_400_000);
+
+    assert_eq!(put(Value::Null).await?, 200);
+    alice.send_text(&chat, "back to the default").await?;
+    let (kept,): (i64,) = with_db!(&db, |conn| sqlx::query_as(sql).fetch_one(&mut conn).await?);
+    assert_eq!(kept, 30 * 86_400_000);
+    assert_eq!(texts(&toy.sync(IDLE).await?), ["kept two days at most", "back to the default"]);
+    server.stop()?;
+    Ok(())
+}
+
 on_both_engines!(
+    a_family_chooses_how_long_undelivered_messages_wait,
     three_devices_converse_and_an_offline_toy_catches_up_in_order,
     a_revoked_device_reads_nothing_sent_after_its_removal,
     the_server_refuses_outsiders_and_stale_commits,

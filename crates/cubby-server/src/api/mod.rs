@@ -11,6 +11,7 @@ pub mod health;
 pub mod messaging;
 pub mod openapi;
 pub mod quiet_hours;
+pub mod retention;
 pub mod sessions;
 mod support;
 pub mod ws;
@@ -54,6 +55,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(families::leave))
         .routes(routes!(families::security_events))
         .routes(routes!(families::export))
+        .routes(routes!(retention::get, retention::set))
         .routes(routes!(consent::privacy_notice))
         .routes(routes!(consent::get_consent, consent::give_consent, consent::withdraw_consent))
         .routes(routes!(consent::confirm_consent))

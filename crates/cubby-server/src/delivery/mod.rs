@@ -247,7 +247,9 @@ impl Delivery {
         }
         self.within_daily_limit(device).await?;
         let recipients: Vec<DeviceId> = members.into_iter().filter(|m| *m != device.id).collect();
-        let message = self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients);
+        let retention = self.retention_of(group.family_id).await?;
+        let message =
+            self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients, retention);
         let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };
         let wake = message.recipients.clone();
         let queued = self.writer.enqueue(Append { epoch_change: None, messages: vec![message] }).await?;
@@ -270,11 +272,12 @@ impl Delivery {
         let mut messages = Vec::with_capacity(2);
         let others: Vec<DeviceId> =
             accepted.members_before.iter().map(|m| m.device).filter(|d| *d != device.id).collect();
-        messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Commit, commit_bytes, others));
+        let retention = self.retention_of(group.family_id).await?;
+        messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Commit, commit_bytes, others, retention));
         match (welcome, added.is_empty()) {
             (Some(welcome), false) => {
                 mls_rules::check_welcome(&welcome)?;
-                messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Welcome, welcome, added.clone()));
+                messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Welcome, welcome, added.clone(), retention));
             }
             (None, true) => {}
             (Some(_), true) => return Err(ApiError::new(ErrorCode::MalformedMessage, "a Welcome needs a commit that adds someone")),
@@ -293,6 +296,14 @@ impl Delivery {
         Ok(Submitted { queued, wake: wake.into_iter().collect(), epoch: group.epoch, commit_of: Some(group_id) })
     }
 
+    /// How long the family's undelivered messages are kept, in milliseconds.
+    async fn retention_of(&self, family: FamilyId) -> Result<i64, ApiError> {
+        Ok(match self.store.message_retention_days(family).await? {
+            Some(days) => days.saturating_mul(86_400_000),
+            None => i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
     fn new_message(
         &self,
         group_id: &[u8],
@@ -300,9 +311,9 @@ impl Delivery {
         kind: MessageKind,
         payload: Vec<u8>,
         recipients: Vec<DeviceId>,
+        retention: i64,
     ) -> NewMessage {
         let now = now_millis();
-        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         NewMessage {
             group_id: group_id.to_vec(),
             sender,
@@ -382,10 +393,11 @@ impl Delivery {
             return Ok(());
         }
         let state = PublicState::decode(group_id, &group.public_state)?;
+        let retention = self.retention_of(group.family_id).await?;
         let mut proposals = Vec::new();
         for device in revoked {
             if let Some(proposal) = self.external_sender.propose_removal(&state, device)? {
-                proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, active.clone()));
+                proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, active.clone(), retention));
             }
         }
         let change = EpochChange {

@@ -125,6 +125,28 @@ impl FamilyStore for SqlStore {
         })
     }
 
+    async fn message_retention_days(&self, id: FamilyId) -> Result<Option<i64>, StoreError> {
+        let row: Option<(Option<i64>,)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT message_retention_days FROM families WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.and_then(|(days,)| days))
+    }
+
+    async fn set_message_retention_days(&self, id: FamilyId, days: Option<i64>) -> Result<bool, StoreError> {
+        let updated = on_pool!(&self.db, |pool| {
+            sqlx::query("UPDATE families SET message_retention_days = $1 WHERE id = $2")
+                .bind(days)
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(updated == 1)
+    }
+
     async fn family(&self, id: FamilyId) -> Result<Option<FamilyRow>, StoreError> {
         let row: Option<(String, i64, Vec<u8>)> = on_pool!(&self.db, |pool| {
             sqlx::query_as("SELECT id, created_at, name_sealed FROM families WHERE id = $1")
