@@ -756,7 +756,43 @@ async fn a_family_chooses_how_long_undelivered_messages_wait(postgres: bool) -> 
     Ok(())
 }
 
+/// KeyPackages are used once each; a device that runs low is told so on its live
+/// connection and uploads more, and the last-resort one keeps it reachable meanwhile.
+async fn a_device_running_low_on_key_packages_tops_up(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let (server, _) = start(&dirs, postgres).await?;
+    let family = family(&server, &dirs.outbox(), "k").await?;
+    let local = tempfile::tempdir()?;
+    let alice = device(&server, local.path(), "alice-phone", &family.alice, &family.id, None).await?;
+    let (toy, toy_secret) = paired_device(&server, local.path(), "toy", &family.alice, &family.id, Some(&family.child)).await?;
+    let token = device_token(&server, toy_secret, toy.device_id()).await?;
+    let available = |token: String| {
+        let request = client().map(|c| c.get(server.url("/api/v1/key-packages")).bearer_auth(token));
+        async move {
+            let body: Value = request?.send().await?.json().await?;
+            body["available"].as_i64().ok_or_else(|| Box::<dyn std::error::Error + Send + Sync>::from(format!("{body}")))
+        }
+    };
+    let first = available(token.clone()).await?;
+    assert!(first > 10, "a first batch: {first}");
+    // Each invitation uses one; the SDK publishes 20 at a time and tops up below 10.
+    let mut chats = Vec::new();
+    for _ in 0..(first - 9) {
+        let chat = alice.create_conversation().await?;
+        alice.invite(&chat, toy.device_id()).await?;
+        chats.push(chat);
+    }
+    assert_eq!(available(token.clone()).await?, 9);
+    let events = toy.sync(IDLE).await?;
+    let joined = events.iter().filter(|e| matches!(e, Event::Joined { .. })).count();
+    assert_eq!(joined, chats.len(), "{events:?}");
+    assert_eq!(available(token).await?, 29, "told it runs low, the toy uploaded a new batch");
+    server.stop()?;
+    Ok(())
+}
+
 on_both_engines!(
+    a_device_running_low_on_key_packages_tops_up,
     a_family_chooses_how_long_undelivered_messages_wait,
     three_devices_converse_and_an_offline_toy_catches_up_in_order,
     a_revoked_device_reads_nothing_sent_after_its_removal,
