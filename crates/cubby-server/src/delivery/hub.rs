@@ -73,8 +73,4 @@ impl Hub {
             tx.send_replace(Signal::Revoked);
         }
     }
-
-    pub fn connected(&self) -> usize {
-        self.devices.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
