@@ -130,6 +130,13 @@ pub struct DeviceInfo {
     /// The family asked this device to erase its local data (a lost or given-away toy): do
     /// so, including the stored [`DeviceKey`].
     pub wipe: bool,
+    /// Whether the family wants its devices to keep the messages they have shown.
+    #[serde(default = "keep_history_default")]
+    pub keep_history: bool,
+}
+
+fn keep_history_default() -> bool {
+    true
 }
 
 /// Talks to one Cubby server for one device.
@@ -336,6 +343,26 @@ impl CubbyClient {
         };
         let (status, answer) = read_answer(request.send().await?).await?;
         decode(status, &answer, what)
+    }
+
+    /// An authenticated request as the device whose body and answer are not JSON (media
+    /// chunks, downloads): the caller adds the body, sends it, and turns an unsuccessful
+    /// answer into an error with [`CubbyClient::error_of`].
+    pub(crate) fn raw_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &DeviceSession,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        Ok(self.http.request(method, self.endpoint(path)?).header(reqwest::header::AUTHORIZATION, bearer(session)?))
+    }
+
+    /// The error an unsuccessful answer to a [`CubbyClient::raw_request`] carries.
+    pub(crate) async fn error_of(response: reqwest::Response) -> ClientError {
+        match read_answer(response).await {
+            Ok((status, body)) => api_error(status, &body),
+            Err(error) => error,
+        }
     }
 
     /// The WebSocket URL of an endpoint (wss for https, ws for loopback http).

@@ -1,7 +1,7 @@
 //! What the audit log records. Entries name who did what to which object, never
 //! personal data or secrets: ids, action names and small facts only.
 
-use crate::{AccountId, FamilyId};
+use crate::{AccountId, DeviceId, FamilyId};
 
 /// Who caused an audited event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub enum Actor {
     Account(AccountId),
     /// Someone not signed in (e.g. a failed login for an unknown address).
     Anonymous,
+    /// A paired device (a child's toy blocking a contact, reporting a message).
+    Device(DeviceId),
 }
 
 impl Actor {
@@ -23,6 +25,7 @@ impl Actor {
             Self::Operator => "operator".to_owned(),
             Self::Account(id) => format!("account:{id}"),
             Self::Anonymous => "anonymous".to_owned(),
+            Self::Device(id) => format!("device:{id}"),
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     MembershipRefused,
     /// A child's daily limit of messages is reached.
     DailyLimitReached,
+    /// A supervised child's guardians must be members of every conversation it is in.
+    SupervisionRequired,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -105,6 +107,7 @@ impl ErrorCode {
             Self::StaleEpoch => "stale_epoch",
             Self::MembershipRefused => "membership_refused",
             Self::DailyLimitReached => "daily_limit_reached",
+            Self::SupervisionRequired => "supervision_required",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

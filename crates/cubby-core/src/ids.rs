@@ -72,3 +72,11 @@ mod tests {
         assert_ne!(ChildId::random(), ChildId::random());
     }
 }
+random_id!(
+    /// One family's side of a contact: a child's approval of someone outside the family.
+    ContactId
+);
+random_id!(
+    /// A message a child reported to its guardians.
+    ReportId
+);

@@ -4,6 +4,7 @@
 //! and tested on their own.
 
 pub mod audit;
+pub mod contacts;
 pub mod devices;
 pub mod error;
 pub mod ids;
@@ -14,4 +15,4 @@ pub mod quiet_hours;
 pub mod validation;
 
 pub use error::{Error, ErrorCode};
-pub use ids::{AccountId, ChildId, ConsentId, DeviceId, FamilyId, SessionId};
+pub use ids::{AccountId, ChildId, ConsentId, ContactId, DeviceId, FamilyId, ReportId, SessionId};

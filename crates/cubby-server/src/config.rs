@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cubby_core::privacy_notice::PrivacyNotice;
+use cubby_store::BlobLocation;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -28,9 +29,27 @@ pub struct ServerConfig {
     pub idle_sweep_every: Duration,
     /// Messages no device fetched are deleted this long after they were sent.
     pub message_retention: Duration,
+    /// Photos and voice clips: size limit and blob store.
+    pub media: MediaConfig,
     /// The address people reach this server at, for links in emails.
     pub public_url: String,
     pub privacy_notice: PrivacyNotice,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Largest photo or voice clip, in bytes of plaintext (its ciphertext may be larger by
+    /// the encryption's overhead).
+    pub max_size: u64,
+    /// Where the ciphertext goes. `cubby serve` always names one (by default `blobs/` in
+    /// the data directory); the in-memory default is for tests of the HTTP stack.
+    pub blob_store: BlobLocation,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { max_size: 25 * 1024 * 1024, blob_store: BlobLocation::Memory }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +93,7 @@ impl Default for ServerConfig {
             account_idle_grace: Duration::from_secs(30 * 24 * 3600),
             message_retention: Duration::from_secs(30 * 24 * 3600),
             idle_sweep_every: Duration::from_secs(3600),
+            media: MediaConfig::default(),
             public_url: "http://127.0.0.1:8080".to_owned(),
             privacy_notice: PrivacyNotice::default_notice(),
         }

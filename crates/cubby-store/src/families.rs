@@ -69,6 +69,9 @@ pub trait FamilyStore {
     /// Sets (or, with None, clears) it; false if there is no such family.
     async fn set_message_retention_days(&self, id: FamilyId, days: Option<i64>) -> Result<bool, StoreError>;
     /// Deletes a family with every row it owns and every data key (crypto-shredding).
+    /// Whether the family's devices keep the messages they have shown (true by default).
+    async fn keep_history(&self, id: FamilyId) -> Result<bool, StoreError>;
+    async fn set_keep_history(&self, id: FamilyId, keep: bool) -> Result<bool, StoreError>;
     async fn delete_family(&self, id: FamilyId) -> Result<bool, StoreError>;
 
     async fn families_of(&self, account: AccountId) -> Result<Vec<FamilyId>, StoreError>;

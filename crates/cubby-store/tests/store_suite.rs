@@ -621,3 +621,136 @@ store_suite!(
     queues_are_per_device_and_a_message_goes_when_all_acknowledged,
     deleting_a_family_deletes_its_groups_queues_and_key_packages,
 );
+
+// ---- media ---------------------------------------------------------------------------------
+// Scenarios of their own module (the same `store_suite!` expansion), so that this section
+// is appended without touching the list above.
+
+mod media_suite {
+    use super::*;
+    use cubby_store::{ChunkOutcome, DeviceStore, MediaChunk, MediaId, MediaStore, NewMedia};
+
+    fn media_id(n: u8) -> MediaId {
+        MediaId::from_random([n; 16])
+    }
+
+    fn new_media(id: &MediaId, group: &GroupRow, uploader: DeviceId, size: i64, created_at: i64, expires_at: i64) -> NewMedia {
+        NewMedia { id: id.clone(), family_id: group.family_id, group_id: group.id.clone(), uploader, size, created_at, expires_at }
+    }
+
+    fn chunk(id: &MediaId, start: i64, length: i64) -> MediaChunk {
+        MediaChunk { start, length, object_key: format!("media/{id}/{start:020}") }
+    }
+
+    /// A complete blob of `size` bytes in one chunk.
+    async fn complete(h: &Harness, id: &MediaId, group: &GroupRow, uploader: DeviceId, expires_at: i64) -> TestResult {
+        h.store.create_media(&new_media(id, group, uploader, 8, 100, expires_at)).await?;
+        let stored = h.store.add_media_chunk(id, &chunk(id, 0, 8), 150).await?;
+        assert_eq!(stored, ChunkOutcome::Stored { received: 8, completed: true });
+        Ok(())
+    }
+
+    pub(super) async fn uploads_resume_at_their_offset_and_completion_fixes_the_recipients(h: Harness) -> TestResult {
+        let (f, devices) = family_with_devices(&h, 1, 4).await?;
+        let (a, b, c, outsider) = (devices[0], devices[1], devices[2], devices[3]);
+        let group = group_row(1, f.id);
+        assert!(h.store.create_group(&group, &[a, b, c]).await?);
+        let id = media_id(1);
+        h.store.create_media(&new_media(&id, &group, a, 10, 100, 10_000)).await?;
+        assert_eq!(h.store.open_uploads(a).await?, 1);
+        assert!(h.store.media(&id).await?.is_some_and(|m| m.received == 0 && m.completed_at.is_none()));
+
+        let store = &h.store;
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 0, 4), 110).await?, ChunkOutcome::Stored { received: 4, completed: false });
+        // A retry of the same chunk, a gap, and a chunk past the declared size: all refused.
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 0, 4), 111).await?, ChunkOutcome::WrongOffset { received: 4 });
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 6, 4), 112).await?, ChunkOutcome::WrongOffset { received: 4 });
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 4, 7), 113).await?, ChunkOutcome::WrongOffset { received: 4 });
+        assert!(!store.is_media_recipient(&id, b).await?, "recipients are fixed when the upload completes");
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 4, 6), 120).await?, ChunkOutcome::Stored { received: 10, completed: true });
+        assert_eq!(store.add_media_chunk(&id, &chunk(&id, 10, 1), 121).await?, ChunkOutcome::WrongOffset { received: 10 });
+        assert_eq!(store.add_media_chunk(&media_id(9), &chunk(&media_id(9), 0, 1), 121).await?, ChunkOutcome::Gone);
+
+        let row = store.media(&id).await?.ok_or("the blob is gone")?;
+        assert_eq!((row.received, row.completed_at, row.uploader, row.family_id), (10, Some(120), Some(a), f.id));
+        let chunks = store.media_chunks(&id).await?;
+        assert_eq!(chunks, vec![chunk(&id, 0, 4), chunk(&id, 4, 6)]);
+        assert_eq!(store.open_uploads(a).await?, 0);
+        for (device, expected) in [(a, false), (b, true), (c, true), (outsider, false)] {
+            assert_eq!(store.is_media_recipient(&id, device).await?, expected, "{device}");
+        }
+        assert_eq!(store.media(&media_id(9)).await?, None);
+        Ok(())
+    }
+
+    pub(super) async fn a_blob_is_due_when_all_fetched_expired_or_abandoned(h: Harness) -> TestResult {
+        let (f, devices) = family_with_devices(&h, 1, 3).await?;
+        let (a, b, c) = (devices[0], devices[1], devices[2]);
+        let group = group_row(1, f.id);
+        assert!(h.store.create_group(&group, &[a, b, c]).await?);
+        let store = &h.store;
+
+        let fetched = media_id(1);
+        complete(&h, &fetched, &group, a, 10_000).await?;
+        assert!(store.due_media(200, 0, 10).await?.is_empty());
+        assert!(!store.record_media_fetch(&fetched, b, 300).await?, "c still waits");
+        assert!(!store.record_media_fetch(&fetched, b, 301).await?, "fetching twice counts once");
+        assert!(!store.record_media_fetch(&fetched, a, 302).await?, "the uploader is no recipient");
+        assert!(store.is_media_recipient(&fetched, b).await?, "a recipient may fetch again until the blob goes");
+        assert!(store.record_media_fetch(&fetched, c, 303).await?, "everyone fetched it");
+        assert_eq!(store.due_media(400, 0, 10).await?, vec![fetched.clone()]);
+        assert!(store.delete_media(&fetched).await?);
+        assert!(!store.delete_media(&fetched).await?);
+
+        let expiring = media_id(2);
+        complete(&h, &expiring, &group, a, 500).await?;
+        assert!(store.due_media(499, 0, 10).await?.is_empty());
+        assert_eq!(store.due_media(500, 0, 10).await?, vec![expiring.clone()]);
+        assert!(store.delete_media(&expiring).await?);
+
+        let abandoned = media_id(3);
+        store.create_media(&new_media(&abandoned, &group, a, 8, 100, 10_000)).await?;
+        assert!(store.due_media(200, 100, 10).await?.is_empty(), "an upload may take its time");
+        assert_eq!(store.due_media(200, 101, 10).await?, vec![abandoned.clone()]);
+        assert!(store.delete_media(&abandoned).await?);
+
+        // A recipient that can no longer fetch (revoked) is waited for by no one.
+        let orphaned = media_id(4);
+        complete(&h, &orphaned, &group, a, 10_000).await?;
+        assert!(!store.record_media_fetch(&orphaned, b, 300).await?);
+        assert!(h.store.revoke_device(f.id, c, 310).await?);
+        assert_eq!(store.due_media(400, 0, 10).await?, vec![orphaned.clone()]);
+        assert!(store.delete_media(&orphaned).await?);
+        for sql in ["SELECT COUNT(*) FROM media", "SELECT COUNT(*) FROM media_chunks", "SELECT COUNT(*) FROM media_recipients"] {
+            assert_eq!(raw_count(&h.url, sql).await?, 0, "{sql}: deleting a blob deletes its rows");
+        }
+        Ok(())
+    }
+
+    pub(super) async fn deleting_a_family_deletes_its_media_rows(h: Harness) -> TestResult {
+        let (f, devices) = family_with_devices(&h, 1, 2).await?;
+        let (other, other_devices) = family_with_devices(&h, 10, 2).await?;
+        let (group, other_group) = (group_row(1, f.id), group_row(2, other.id));
+        assert!(h.store.create_group(&group, &devices).await?);
+        assert!(h.store.create_group(&other_group, &other_devices).await?);
+        complete(&h, &media_id(1), &group, devices[0], 10_000).await?;
+        complete(&h, &media_id(2), &other_group, other_devices[0], 10_000).await?;
+        assert!(h.store.delete_family(f.id).await?);
+        assert_eq!(h.store.media(&media_id(1)).await?, None);
+        assert!(h.store.media(&media_id(2)).await?.is_some());
+        for (sql, left) in [
+            ("SELECT COUNT(*) FROM media", 1),
+            ("SELECT COUNT(*) FROM media_chunks", 1),
+            ("SELECT COUNT(*) FROM media_recipients", 1),
+        ] {
+            assert_eq!(raw_count(&h.url, sql).await?, left, "{sql}: only the other family's rows remain");
+        }
+        Ok(())
+    }
+
+    store_suite!(
+        uploads_resume_at_their_offset_and_completion_fixes_the_recipients,
+        a_blob_is_due_when_all_fetched_expired_or_abandoned,
+        deleting_a_family_deletes_its_media_rows,
+    );
+}

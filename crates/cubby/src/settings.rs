@@ -10,7 +10,9 @@ use clap::Args;
 use cubby_crypto::key_files::MasterKeySource;
 use cubby_core::privacy_notice::PrivacyNotice;
 use cubby_server::config::{ServerConfig, TlsSettings};
+use cubby_server::config::MediaConfig;
 use cubby_server::mail::MailSettings;
+use cubby_store::BlobLocation;
 use serde::Deserialize;
 
 use crate::logging::LogFormat;
@@ -135,6 +137,45 @@ pub struct ServeArgs {
     /// Undelivered messages are deleted this long after they were sent. [default: 30d]
     #[arg(long, env = "CUBBY_MESSAGE_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
     pub message_retention: Option<Duration>,
+
+    /// Largest photo or voice clip, in bytes before encryption (K, M, G: binary units,
+    /// e.g. 25M). Larger uploads get 413 body_too_large. [default: 25M]
+    #[arg(long, env = "CUBBY_MEDIA_MAX_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub media_max_size: Option<u64>,
+
+    /// Where photos and voice clips (ciphertext only) are kept: a directory, or
+    /// s3://BUCKET for an S3-compatible object store (credentials from AWS_ACCESS_KEY_ID
+    /// and AWS_SECRET_ACCESS_KEY). [default: blobs/ in the data directory]
+    #[arg(long, env = "CUBBY_BLOB_STORE", value_name = "DIR|s3://BUCKET")]
+    pub blob_store: Option<String>,
+
+    /// The S3-compatible service's URL (MinIO, Garage, …), for --blob-store s3://…;
+    /// plain http:// only on a loopback address. [default: AWS]
+    #[arg(long, env = "CUBBY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region. [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    #[arg(long, env = "CUBBY_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+/// Parses `26214400`, `512K`, `25M` or `1G` (binary units) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a size like 26214400, 512K or 25M"))?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    match value.checked_mul(factor) {
+        Some(0) => Err(format!("{text:?}: the size must be at least 1 byte")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{text:?} is too large")),
+    }
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d` (or plain seconds).
@@ -187,6 +228,27 @@ struct FileSettings {
     idle_sweep_every: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     message_retention: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_size")]
+    media_max_size: Option<u64>,
+    blob_store: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+}
+
+/// A size in the file: a number of bytes, or text such as "25M".
+fn optional_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Size::Bytes(0)) => Err(serde::de::Error::custom("the size must be at least 1 byte")),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(text)) => parse_size(&text).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
@@ -275,6 +337,17 @@ impl ServeArgs {
                 dir: self.outbox_dir.clone().or_else(|| file.outbox_dir.clone()).unwrap_or_else(|| "cubby-outbox".into()),
             },
         };
+        let s3_endpoint = self.s3_endpoint.clone().or_else(|| file.s3_endpoint.clone());
+        let s3_region = self.s3_region.clone().or_else(|| file.s3_region.clone());
+        let blob_store = match self.blob_store.clone().or_else(|| file.blob_store.clone()) {
+            Some(text) => BlobLocation::parse(&text, s3_endpoint, s3_region)?,
+            None if s3_endpoint.is_some() => anyhow::bail!("--s3-endpoint needs --blob-store s3://BUCKET"),
+            None => BlobLocation::Local(storage.data_dir.join("blobs")),
+        };
+        let media = MediaConfig {
+            max_size: self.media_max_size.or(file.media_max_size).unwrap_or(defaults.media.max_size),
+            blob_store,
+        };
         let server = ServerConfig {
             listen,
             tls,
@@ -290,6 +363,7 @@ impl ServeArgs {
             account_idle_grace: self.account_idle_grace.or(file.account_idle_grace).unwrap_or(defaults.account_idle_grace),
             idle_sweep_every: self.idle_sweep_every.or(file.idle_sweep_every).unwrap_or(defaults.idle_sweep_every),
             message_retention: self.message_retention.or(file.message_retention).unwrap_or(defaults.message_retention),
+            media,
             public_url: public_url.trim_end_matches('/').to_owned(),
             privacy_notice,
         };
@@ -344,6 +418,41 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(parse_size("26214400"), Ok(26_214_400));
+        assert_eq!(parse_size("25M"), Ok(25 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("25X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn media_go_to_the_data_directory_unless_a_store_is_named() -> anyhow::Result<()> {
+        let args = ServeArgs {
+            storage: StorageArgs { data_dir: Some("/srv/cubby".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let settings = args.resolve()?;
+        assert_eq!(settings.server.media.blob_store, BlobLocation::Local("/srv/cubby/blobs".into()));
+        assert_eq!(settings.server.media.max_size, 25 << 20);
+        let s3 = ServeArgs {
+            blob_store: Some("s3://cubby-media".into()),
+            s3_endpoint: Some("https://s3.example.org".into()),
+            media_max_size: Some(1 << 20),
+            ..Default::default()
+        };
+        let settings = s3.resolve()?;
+        assert!(matches!(settings.server.media.blob_store, BlobLocation::S3(ref s) if s.bucket == "cubby-media"));
+        assert_eq!(settings.server.media.max_size, 1 << 20);
+        let stray = ServeArgs { s3_endpoint: Some("https://s3.example.org".into()), ..Default::default() };
+        assert!(stray.resolve().is_err(), "an endpoint without an S3 store is a mistake");
+        Ok(())
     }
 
     #[test]

@@ -13,13 +13,16 @@
 //! | another family's child id, a malformed id       | 404 `not_found`                                 |
 //! | a device's access token                         | 401 `unauthenticated`                           |
 //!
-//! Denied callers aim at the real family, child, session, paired toy and pending pairing
-//! code, and the owner reads them afterwards to prove nothing was changed or deleted; the
-//! co-guardian runs destructive calls last, each on a throwaway family, session and toy.
+//! Denied callers aim at the real family, child, session, paired toy, pending pairing
+//! code, another family's contact request, the toy's report, another family's contact code
+//! and its invitation of an adult, and the owner reads them afterwards (and uses the code
+//! and the invitation) to prove nothing was changed, deleted or used up; the co-guardian
+//! runs destructive calls last, each on a throwaway family, session and toy.
 //!
 //! The device's own endpoints take no guardian session and stay out of the matrix; those
 //! that take a device's token ([`DEVICE_TOKEN`]: its record, messaging, the live
-//! connection) have their own check, [`only_a_live_device_token_reads_the_device`].
+//! connection, contacts, reports, media) have their own check,
+//! [`only_a_live_device_token_reads_the_device`].
 //!
 //! The endpoints are data ([`MATRIX`]). [`the_matrix_covers_every_documented_endpoint`]
 //! compares it with the running server's OpenAPI document, so an endpoint cannot be added
@@ -34,8 +37,8 @@ use std::time::Duration;
 
 use common::api::{self, Session};
 use common::{Dirs, Fallible, Server, TestResult, client};
-use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll, PairingStart};
-use cubby_core::{ChildId, DeviceId, FamilyId, SessionId};
+use cubby_client::{CubbyClient, DeviceKey, DeviceKind, Messenger, PairingPoll, PairingStart};
+use cubby_core::{ChildId, ContactId, DeviceId, FamilyId, ReportId, SessionId};
 use serde_json::{Value, json};
 
 // ---- the matrix ------------------------------------------------------------------------
@@ -124,11 +127,35 @@ const MATRIX: &[Endpoint] = &[
     op("PATCH", "/api/v1/families/{family_id}/devices/{device_id}", Some(r#"{"name":"Renamed"}"#), Change),
     op("DELETE", "/api/v1/families/{family_id}/devices/{device_id}", None, Destroy),
     op("POST", "/api/v1/families/{family_id}/devices/{device_id}/wipe", None, Change),
+    op("POST", "/api/v1/families/{family_id}/children/{child_id}/contact-codes", None, Change),
+    // Another family's code: redeeming it is this family's approval of the contact.
+    op(
+        "POST",
+        "/api/v1/families/{family_id}/children/{child_id}/contacts/redeem",
+        Some(r#"{"code":"{contact_code}"}"#),
+        Change,
+    ),
+    op(
+        "POST",
+        "/api/v1/families/{family_id}/children/{child_id}/contacts/invite",
+        Some(r#"{"email":"teacher@example.com"}"#),
+        Change,
+    ),
+    // An invitation to be another family's child's contact, addressed to the caller.
+    op("POST", "/api/v1/contact-invites/accept", Some(r#"{"token":"{contact_invite_token}"}"#), Change),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/contacts", None, Read),
+    op("POST", "/api/v1/families/{family_id}/children/{child_id}/contacts/{contact_id}/approve", None, Change),
+    op("DELETE", "/api/v1/families/{family_id}/children/{child_id}/contacts/{contact_id}", None, Destroy),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/supervision", None, Read),
+    op("PUT", "/api/v1/families/{family_id}/children/{child_id}/supervision", Some(r#"{"supervised":true}"#), Change),
+    op("GET", "/api/v1/families/{family_id}/reports", None, Read),
+    op("POST", "/api/v1/families/{family_id}/reports/{report_id}/escalate", None, Change),
+    op("DELETE", "/api/v1/families/{family_id}/reports/{report_id}", None, Destroy),
 ];
 
 /// The placeholders that name an object (rather than the caller's own account), in the
 /// path or in the body.
-const ID_PLACEHOLDERS: &[&str] = &["family_id", "child_id", "device_id", "id"];
+const ID_PLACEHOLDERS: &[&str] = &["family_id", "child_id", "device_id", "id", "contact_id", "report_id"];
 
 /// Ids that are no id at all; each must be as unknown as a missing one (404, never a 500).
 const MALFORMED_IDS: &[&str] = &[
@@ -160,6 +187,13 @@ const DEVICE_TOKEN: &[(&str, &str)] = &[
     ("GET", "/api/v1/groups"),
     ("POST", "/api/v1/messages"),
     ("GET", "/api/v1/ws"),
+    ("GET", "/api/v1/contacts"),
+    ("POST", "/api/v1/contacts/{contact_id}/block"),
+    ("POST", "/api/v1/reports"),
+    ("POST", "/api/v1/media"),
+    ("PATCH", "/api/v1/media/{media_id}"),
+    ("GET", "/api/v1/media/{media_id}"),
+    ("GET", "/api/v1/media/{media_id}/upload"),
 ];
 
 /// Documented operations that take no session, so the matrix leaves them out.
@@ -221,6 +255,11 @@ impl Targets {
             // A made-up invitation and pairing code unless a scenario has real ones.
             ("invite_token", "0".repeat(64)),
             ("user_code", "BCDF-GHJK".to_owned()),
+            // Likewise a contact, report, contact code and adult's invitation.
+            ("contact_id", ContactId::random().to_string()),
+            ("report_id", ReportId::random().to_string()),
+            ("contact_code", "0".repeat(64)),
+            ("contact_invite_token", "0".repeat(64)),
         ]))
     }
 
@@ -236,6 +275,8 @@ impl Targets {
             .with("child_id", &ChildId::random().to_string())
             .with("device_id", &DeviceId::random().to_string())
             .with("id", &SessionId::random().to_string())
+            .with("contact_id", &ContactId::random().to_string())
+            .with("report_id", &ReportId::random().to_string())
     }
 
     fn path(&self, template: &str) -> Fallible<String> {
@@ -309,7 +350,10 @@ impl fmt::Display for Answer {
 }
 
 /// A running server with an owner, their family (consented to, with one child, whose toy
-/// is paired), and a second toy's pairing waiting for a guardian to enter its code.
+/// is paired and has filed a report), a second toy's pairing waiting for a guardian to
+/// enter its code, and a second family (the friend's) that asked for a contact with the
+/// owner's child, made a contact code nobody redeemed, and invited an adult to be its
+/// child's contact.
 struct World {
     server: Server, // dropped first: the process stops before its directories go
     dirs: Dirs,
@@ -323,12 +367,29 @@ struct World {
     /// A pairing nobody has approved: the `{user_code}` the callers aim at.
     pending: PairingStart,
     notice_version: u64,
+    /// The guardian of the second family, its id and its child.
+    friend: Session,
+    friend_family: String,
+    friend_child: String,
+    /// The friend's request for a contact, on the owner's child's side, waiting for the
+    /// owner's approval: the `{contact_id}`.
+    contact: String,
+    /// A report the owner's child's toy filed: the `{report_id}`.
+    report: String,
+    /// The friend's family's contact code, for a guardian of another family to redeem:
+    /// the `{contact_code}`.
+    contact_code: String,
+    /// The friend's family's invitation of [`INVITED_ADULT`]: the `{contact_invite_token}`.
+    contact_invite: String,
 }
 
 /// What the owner named the World's toy.
 const TOY: &str = "Sam's bear";
 
 const PASSWORD: &str = "marmalade kettle orbit 42";
+
+/// The adult the friend's family invited to be its child's contact (`{name}@example.com`).
+const INVITED_ADULT: &str = "grandma";
 
 /// Starts `cubby serve` on fresh directories and a fresh database.
 async fn start(postgres: bool, extra_args: &[&str]) -> Fallible<(Server, Dirs)> {
@@ -342,6 +403,31 @@ async fn start(postgres: bool, extra_args: &[&str]) -> Fallible<(Server, Dirs)> 
 /// The device SDK, talking to `server`.
 fn device_client(server: &Server) -> Fallible<CubbyClient> {
     Ok(CubbyClient::with_http_client(&server.base_url, client()?))
+}
+
+/// The toy `device` (key `key`) starts a conversation (the server registers the group with
+/// the toy as its member) and reports a message in it to its child's guardians, with its
+/// own access token; returns the report's id. (The server checks only that the toy is in
+/// the conversation: what it reports is the toy's word.)
+async fn file_report(server: &Server, dirs: &Dirs, key: &DeviceKey, device: &str) -> Fallible<String> {
+    let toy_key = DeviceKey::from_secret_bytes(key.secret_bytes());
+    let path = dirs.root.path().join(format!("{device}.db"));
+    let messenger = Messenger::open(&path, [7; 32], device_client(server)?, toy_key, device).await?;
+    let conversation = messenger.create_conversation().await?;
+    messenger.close().await;
+    let session = device_client(server)?.authenticate(key, device).await?;
+    let body = json!({
+        "group_id": conversation.to_base64(),
+        "sender_device": DeviceId::random().to_string(),
+        "message_id": "m-1",
+        "content": "you are silly",
+        "note": "this made me sad",
+    });
+    let (status, created) = api::post(server, "/api/v1/reports", Some(&session.access_token), body).await?;
+    if status != 201 {
+        return Err(format!("filing the report answered {status}: {created}").into());
+    }
+    created["id"].as_str().map(ToOwned::to_owned).ok_or_else(|| format!("a report without id: {created}").into())
 }
 
 /// Pairs a new toy for `child` of `family`, approved by `owner`; returns its key and id.
@@ -378,7 +464,44 @@ impl World {
         let pending = device_client(&server)?.start_pairing(&DeviceKey::generate()?, DeviceKind::Toy, "1.0").await?;
         let (_, notice) = api::get(&server, "/api/v1/privacy-notice", None).await?;
         let notice_version = notice["version"].as_u64().ok_or("notice without version")?;
-        Ok(Self { server, dirs, http: client()?, owner, family, child, device, device_key, pending, notice_version })
+
+        // The friend's family asks for a contact with Sam: the friend redeems Sam's code.
+        let friend = api::guardian(&server, &dirs.outbox(), "friend@example.com", PASSWORD).await?;
+        let friend_family = api::family(&server, &friend, "The Finches").await?;
+        api::consent(&server, &dirs.outbox(), &friend, &friend_family).await?;
+        let friend_child = api::child(&server, &friend, &friend_family, "Robin", "6_8").await?;
+        let code = api::contact_code(&server, &owner, &family, &child).await?;
+        let theirs = api::redeem_contact_code(&server, &friend, &friend_family, &friend_child, &code).await?;
+        if theirs["status"] != "waiting_for_them" {
+            return Err(format!("the friend's side of the request is {theirs}").into());
+        }
+        let contact = api::only_contact(&server, &owner, &family, &child, "needs_your_approval").await?;
+        let contact_code = api::contact_code(&server, &friend, &friend_family, &friend_child).await?;
+        let adult = format!("{INVITED_ADULT}@example.com");
+        let contact_invite = api::contact_invite(&server, &dirs.outbox(), &friend, &friend_family, &friend_child, &adult).await?;
+
+        // Sam's toy, in a conversation of its own, reports a message.
+        let report = file_report(&server, &dirs, &device_key, &device).await?;
+
+        Ok(Self {
+            server,
+            dirs,
+            http: client()?,
+            owner,
+            family,
+            child,
+            device,
+            device_key,
+            pending,
+            notice_version,
+            friend,
+            friend_family,
+            friend_child,
+            contact,
+            report,
+            contact_code,
+            contact_invite,
+        })
     }
 
     async fn send(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Fallible<Answer> {
@@ -448,23 +571,43 @@ impl World {
         let session = &self.owner.session_id;
         Targets::new(&self.family, &self.child, &self.device, session, &caller.password, self.notice_version)
             .with("user_code", &self.pending.user_code)
+            .with("contact_id", &self.contact)
+            .with("report_id", &self.report)
+            .with("contact_code", &self.contact_code)
+            .with("contact_invite_token", &self.contact_invite)
     }
 
     /// A family of the owner's that `who` co-guards, consented to and with a child and its
     /// paired toy, and two fresh sessions of `who`: one to call with, one (the `{id}`) to
-    /// be signed out.
-    async fn throwaway(&self, who: &Session) -> Fallible<(Session, Targets)> {
+    /// be signed out. With a contact of the child (the owner redeemed a fresh code of the
+    /// friend's family) and a report from its toy when `endpoint` needs them.
+    async fn throwaway(&self, who: &Session, endpoint: &Endpoint) -> Fallible<(Session, Targets)> {
         let family = api::family(&self.server, &self.owner, "The Throwaways").await?;
         api::consent(&self.server, &self.dirs.outbox(), &self.owner, &family).await?;
         let child = api::child(&self.server, &self.owner, &family, "Kit", "under_6").await?;
-        let (_, device) = pair(&self.server, &self.owner, &family, &child, "Kit's robot").await?;
+        let (key, device) = pair(&self.server, &self.owner, &family, &child, "Kit's robot").await?;
         // Fresh sessions: an earlier destructive call may have signed `who` out everywhere.
         let caller = self.login(who).await?;
         let other = self.login(who).await?;
         self.join(&caller, &family).await?;
-        let targets = Targets::new(&family, &child, &device, &other.session_id, &who.password, self.notice_version)
+        let mut targets = Targets::new(&family, &child, &device, &other.session_id, &who.password, self.notice_version)
             .with("invite_token", &self.invite(&family, &who.email).await?);
+        if endpoint.in_path("contact_id") {
+            let code = api::contact_code(&self.server, &self.friend, &self.friend_family, &self.friend_child).await?;
+            let ours = api::redeem_contact_code(&self.server, &self.owner, &family, &child, &code).await?;
+            let contact = ours["id"].as_str().ok_or_else(|| format!("a contact without id: {ours}"))?;
+            targets = targets.with("contact_id", contact);
+        }
+        if endpoint.in_path("report_id") {
+            targets = targets.with("report_id", &file_report(&self.server, &self.dirs, &key, &device).await?);
+        }
         Ok((caller, targets))
+    }
+
+    /// The toy's path `template` for a device-token check: the World's toy and its child's
+    /// contact where the path names them (other placeholders stay as they are: no such id).
+    fn device_path(&self, template: &str) -> String {
+        template.replace("{device_id}", &self.device).replace("{contact_id}", &self.contact)
     }
 }
 
@@ -489,9 +632,12 @@ async fn expect_everywhere(w: &World, auth: Auth<'_>, targets: &Targets, status:
 }
 
 /// Reads, as the owner, everything the denied callers aimed at: the family with exactly
-/// `guardians`, its one child unchanged, consent as given, `reader`'s session listed, the
-/// one toy as paired, and the pending pairing still waiting for a guardian. Polls that
-/// pairing, so call it once per [`World`] (a second poll within 5 s is told to slow down).
+/// `guardians`, its one child unchanged and unsupervised, consent as given, `reader`'s
+/// session listed, the one toy as paired, the friend's contact request still waiting for
+/// approval, the one report not escalated, and the pending pairing still waiting for a
+/// guardian. Then proves the friend's contact code and adult's invitation were not used
+/// up, by using them. Polls that pairing and uses up those two, so call it once per
+/// [`World`] (a second poll within 5 s is told to slow down).
 async fn assert_untouched(w: &World, reader: &Session, guardians: &[&str]) -> TestResult {
     let me = w.get(reader, "/api/v1/me").await?;
     assert_eq!(me.status, 200, "the owner's session was signed out or the account deleted: {me}");
@@ -531,8 +677,31 @@ async fn assert_untouched(w: &World, reader: &Session, guardians: &[&str]) -> Te
     assert_eq!(toy["wipe"], false, "the toy was flagged for wiping: {devices}");
     assert_eq!(toy["name"], TOY, "the toy was renamed: {devices}");
 
+    let child_path = format!("/api/v1/families/{}/children/{}", w.family, w.child);
+    let contacts = w.get(reader, &format!("{child_path}/contacts")).await?;
+    let listed = contacts.body.as_array().ok_or_else(|| format!("no contact list: {contacts}"))?;
+    assert_eq!(listed.len(), 1, "contacts were added or removed: {contacts}");
+    assert_eq!(listed[0]["id"], w.contact.as_str(), "another contact is listed: {contacts}");
+    assert_eq!(listed[0]["status"], "needs_your_approval", "the contact request was decided: {contacts}");
+    let supervision = w.get(reader, &format!("{child_path}/supervision")).await?;
+    assert_eq!((supervision.status, &supervision.body["supervised"]), (200, &json!(false)), "{supervision}");
+    let reports = w.get(reader, &format!("/api/v1/families/{}/reports", w.family)).await?;
+    assert_eq!(ids(&reports.body), [w.report.as_str()], "reports were added or deleted: {reports}");
+    assert_eq!(reports.body[0]["escalated_at"], Value::Null, "the report was escalated: {reports}");
+
     let poll = device_client(&w.server)?.poll_pairing(&w.pending.device_code).await?;
     assert_eq!(poll, PairingPoll::Pending, "a denied caller decided the pending pairing");
+
+    // The friend's code still works (for the owner, whose child it befriends), and the
+    // adult's invitation is still open to the adult, signing up now.
+    let redeem = endpoint("POST", "/api/v1/families/{family_id}/children/{child_id}/contacts/redeem")?;
+    let redeemed = w.call(redeem, Auth::Bearer(&reader.token), &w.targets(reader)).await?;
+    assert_eq!(redeemed.status, 201, "the contact code was used up by a denied caller: {redeemed}");
+    let adult = w.guardian(INVITED_ADULT).await?;
+    let accept = endpoint("POST", "/api/v1/contact-invites/accept")?;
+    let accepted = w.call(accept, Auth::Bearer(&adult.token), &w.targets(&adult)).await?;
+    assert_eq!(accepted.status, 200, "the adult's invitation was used up by a denied caller: {accepted}");
+    assert_eq!(accepted.body["child"], "Robin", "{accepted}");
     Ok(())
 }
 
@@ -572,11 +741,15 @@ async fn another_familys_guardian_gets_the_answer_for_a_missing_one(postgres: bo
     let real = w.targets(&stranger);
     let missing = real.missing();
     let mut wrong = Vec::new();
-    for endpoint in MATRIX.iter().filter(|e| e.ids().next().is_some()) {
-        let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &real).await?;
-        let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
-        if !theirs.is(404, "not_found") || theirs != nothing {
-            wrong.push(format!("{endpoint}: the owner's answered {theirs}, a missing one {nothing}"));
+    // A stranger, and the friend: a guardian of the family that asked for a contact with
+    // the owner's child (and whose own code and invitation are in the targets).
+    for caller in [&stranger, &w.friend] {
+        for endpoint in MATRIX.iter().filter(|e| e.ids().next().is_some()) {
+            let theirs = w.call(endpoint, Auth::Bearer(&caller.token), &real).await?;
+            let nothing = w.call(endpoint, Auth::Bearer(&caller.token), &missing).await?;
+            if !theirs.is(404, "not_found") || theirs != nothing {
+                wrong.push(format!("{endpoint} by {}: the owner's answered {theirs}, a missing one {nothing}", caller.email));
+            }
         }
     }
     report(&wrong, "404 not_found, as for a missing object")?;
@@ -596,6 +769,15 @@ async fn another_familys_guardian_gets_the_answer_for_a_missing_one(postgres: bo
     let theirs = w.call(accept, Auth::Bearer(&stranger.token), &real.with("invite_token", &invite)).await?;
     let made_up = w.call(accept, Auth::Bearer(&stranger.token), &real).await?;
     assert!(theirs.is(400, "invalid_token") && theirs == made_up, "{theirs} vs {made_up}");
+    // So does an invitation to be a child's contact addressed to someone else, even for the
+    // family that sent it (assert_untouched proves its adult can still accept it).
+    let accept = endpoint("POST", "/api/v1/contact-invites/accept")?;
+    let made_up_invite = real.with("contact_invite_token", &"0".repeat(64));
+    for caller in [&stranger, &w.friend] {
+        let theirs = w.call(accept, Auth::Bearer(&caller.token), &real).await?;
+        let made_up = w.call(accept, Auth::Bearer(&caller.token), &made_up_invite).await?;
+        assert!(theirs.is(400, "invalid_token") && theirs == made_up, "{}: {theirs} vs {made_up}", caller.email);
+    }
 
     assert_untouched(&w, &w.owner, &[&w.owner.account_id]).await?;
     assert_invite_still_open(&w, &invite).await
@@ -608,9 +790,16 @@ async fn a_co_guardian_may_read_change_and_delete(postgres: bool) -> TestResult 
     w.join(&co, &w.family).await?;
     let mut wrong = Vec::new();
 
-    // Reads and changes on the real family.
+    // Reads and changes on the real family; the friend's family invites the co-guardian to
+    // be its child's contact.
     let invite_token = w.invite(&w.family, &co.email).await?;
-    let targets = w.targets(&co).with("id", &co.session_id).with("invite_token", &invite_token);
+    let contact_invite =
+        api::contact_invite(&w.server, &w.dirs.outbox(), &w.friend, &w.friend_family, &w.friend_child, &co.email).await?;
+    let targets = w
+        .targets(&co)
+        .with("id", &co.session_id)
+        .with("invite_token", &invite_token)
+        .with("contact_invite_token", &contact_invite);
     for endpoint in MATRIX.iter().filter(|e| matches!(e.effect, Read | Change)) {
         let answer = w.call(endpoint, Auth::Bearer(&co.token), &targets).await?;
         if !answer.is_success() {
@@ -619,7 +808,7 @@ async fn a_co_guardian_may_read_change_and_delete(postgres: bool) -> TestResult 
     }
     // Deletions last, each on a throwaway family and session.
     for endpoint in MATRIX.iter().filter(|e| e.effect == Destroy) {
-        let (caller, targets) = w.throwaway(&co).await?;
+        let (caller, targets) = w.throwaway(&co, endpoint).await?;
         let answer = w.call(endpoint, Auth::Bearer(&caller.token), &targets).await?;
         if !answer.is_success() {
             wrong.push(format!("{endpoint} (throwaway): {answer}"));
@@ -627,7 +816,7 @@ async fn a_co_guardian_may_read_change_and_delete(postgres: bool) -> TestResult 
     }
     // Deleting one's own account, by a co-guardian kept for it.
     for endpoint in MATRIX.iter().filter(|e| e.effect == DeleteAccount) {
-        let (caller, targets) = w.throwaway(&spare).await?;
+        let (caller, targets) = w.throwaway(&spare, endpoint).await?;
         let answer = w.call(endpoint, Auth::Bearer(&caller.token), &targets).await?;
         let after = w.get(&caller, "/api/v1/me").await?;
         if !answer.is_success() || !after.is(401, "unauthenticated") {
@@ -640,6 +829,15 @@ async fn a_co_guardian_may_read_change_and_delete(postgres: bool) -> TestResult 
     let family = w.get(&w.owner, &format!("/api/v1/families/{}", w.family)).await?;
     assert_eq!(family.status, 200, "{family}");
     assert_eq!(family.body["guardians"].as_array().map(Vec::len), Some(2), "{family}");
+    // And the changes took: the friend's request approved, the report escalated, the
+    // child supervised.
+    let contacts = w.get(&w.owner, &format!("/api/v1/families/{}/children/{}/contacts", w.family, w.child)).await?;
+    let first = &contacts.body[0];
+    assert_eq!((first["id"].as_str(), &first["status"]), (Some(w.contact.as_str()), &json!("approved")), "{contacts}");
+    let reports = w.get(&w.owner, &format!("/api/v1/families/{}/reports", w.family)).await?;
+    assert!(reports.body[0]["escalated_at"].is_i64(), "{reports}");
+    let supervision = w.get(&w.owner, &format!("/api/v1/families/{}/children/{}/supervision", w.family, w.child)).await?;
+    assert_eq!(supervision.body["supervised"], true, "{supervision}");
     Ok(())
 }
 
@@ -695,14 +893,23 @@ async fn foreign_and_malformed_ids_are_not_found(postgres: bool) -> TestResult {
     let own = api::family(&w.server, &stranger, "The Strangers").await?;
     let mut wrong = Vec::new();
 
-    // The owner's child and toy under the stranger's own family: as unknown as missing ones.
+    // The owner's child and toy under the stranger's own family, and the owner's contact
+    // and report under the friend's own family and child (which holds the other side of
+    // that very contact): as unknown as missing ones.
     let foreign = w.targets(&stranger).with("family_id", &own);
-    let missing_ids = [("child_id", ChildId::random().to_string()), ("device_id", DeviceId::random().to_string())];
-    for (name, missing_id) in missing_ids {
+    let friends =
+        w.targets(&w.friend).with("family_id", &w.friend_family).with("child_id", &w.friend_child);
+    let cases = [
+        (&stranger, &foreign, "child_id", ChildId::random().to_string()),
+        (&stranger, &foreign, "device_id", DeviceId::random().to_string()),
+        (&w.friend, &friends, "contact_id", ContactId::random().to_string()),
+        (&w.friend, &friends, "report_id", ReportId::random().to_string()),
+    ];
+    for (caller, foreign, name, missing_id) in cases {
         let missing = foreign.with(name, &missing_id);
         for endpoint in MATRIX.iter().filter(|e| e.ids().any(|id| id == name)) {
-            let theirs = w.call(endpoint, Auth::Bearer(&stranger.token), &foreign).await?;
-            let nothing = w.call(endpoint, Auth::Bearer(&stranger.token), &missing).await?;
+            let theirs = w.call(endpoint, Auth::Bearer(&caller.token), foreign).await?;
+            let nothing = w.call(endpoint, Auth::Bearer(&caller.token), &missing).await?;
             if !theirs.is(404, "not_found") || theirs != nothing {
                 wrong.push(format!("{endpoint}: another family's {name} answered {theirs}, a missing one {nothing}"));
             }
@@ -823,7 +1030,7 @@ async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult
         Auth::Cookie { token: &w.owner.token, csrf: Some(&w.owner.csrf) },
     ] {
         for (method, template) in DEVICE_TOKEN {
-            let target = template.replace("{device_id}", &w.device);
+            let target = w.device_path(template);
             let body = (*method == "POST").then(|| json!({}));
             let answer = w.send(method, &target, auth, body).await?;
             if !answer.is(401, "unauthenticated") {
@@ -839,6 +1046,10 @@ async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult
     let token = session.access_token.as_str();
     let me = w.send("GET", path, Auth::Bearer(token), None).await?;
     assert_eq!((me.status, &me.body["device_id"]), (200, &Value::from(w.device.as_str())), "{me}");
+    // …and its child's contacts (none approved yet). (The World's report shows that it
+    // files reports.)
+    let contacts = w.send("GET", "/api/v1/contacts", Auth::Bearer(token), None).await?;
+    assert_eq!((contacts.status, &contacts.body), (200, &json!([])), "{contacts}");
 
     // The toy's token opens none of the guardians' endpoints.
     expect_everywhere(&w, Auth::Bearer(token), &w.targets(&w.owner), 401, "unauthenticated").await?;
@@ -849,7 +1060,7 @@ async fn only_a_live_device_token_reads_the_device(postgres: bool) -> TestResult
     let revoked = w.send("DELETE", &revoke, Auth::Bearer(&w.owner.token), None).await?;
     assert_eq!(revoked.status, 204, "{revoked}");
     for (method, template) in DEVICE_TOKEN {
-        let target = template.replace("{device_id}", &w.device);
+        let target = w.device_path(template);
         let body = (*method == "POST").then(|| json!({}));
         let after = w.send(method, &target, Auth::Bearer(token), body).await?;
         assert!(after.is(401, "unauthenticated"), "a revoked toy's token still opens {method} {target}: {after}");

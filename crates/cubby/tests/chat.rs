@@ -80,7 +80,7 @@ async fn a_parent_talks_to_a_toy_from_the_terminal(postgres: bool) -> TestResult
         .filter_map(|e| match e {
             Event::Message { envelope, .. } => match &envelope.body {
                 Body::Text { text } => Some(text.as_str()),
-                Body::Unsupported => None,
+                _ => None,
             },
             _ => None,
         })

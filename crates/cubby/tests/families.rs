@@ -147,14 +147,14 @@ macro_rules! with_db {
 }
 
 /// Every column of a `children` row, in table order.
-type ChildRecord = (String, String, i64, Vec<u8>, Vec<u8>);
-const CHILD_COLUMNS: [&str; 5] = ["id", "family_id", "created_at", "nickname_sealed", "age_band_sealed"];
+type ChildRecord = (String, String, i64, Vec<u8>, Vec<u8>, bool);
+const CHILD_COLUMNS: [&str; 6] = ["id", "family_id", "created_at", "nickname_sealed", "age_band_sealed", "supervised"];
 /// Every column of a `child_keys` row.
 type ChildKeyRecord = (String, String, String, Vec<u8>, i64);
 const CHILD_KEY_COLUMNS: [&str; 5] = ["child_id", "family_id", "master_key_id", "wrapped_key", "created_at"];
 /// Every column of a `families` row.
-type FamilyRecord = (String, i64, Vec<u8>, Option<i64>);
-const FAMILY_COLUMNS: [&str; 4] = ["id", "created_at", "name_sealed", "message_retention_days"];
+type FamilyRecord = (String, i64, Vec<u8>, Option<i64>, bool);
+const FAMILY_COLUMNS: [&str; 5] = ["id", "created_at", "name_sealed", "message_retention_days", "keep_history"];
 /// Every column of a `family_guardians` row.
 type GuardianRecord = (String, String, i64);
 const GUARDIAN_COLUMNS: [&str; 3] = ["family_id", "account_id", "joined_at"];
@@ -230,13 +230,13 @@ impl Db {
     }
 
     async fn child_record(&mut self, id: &str) -> Fallible<ChildRecord> {
-        let sql = "SELECT id, family_id, created_at, nickname_sealed, age_band_sealed FROM children WHERE id = $1";
+        let sql = "SELECT id, family_id, created_at, nickname_sealed, age_band_sealed, supervised FROM children WHERE id = $1";
         Ok(with_db!(self, conn => sqlx::query_as(sql).bind(id).fetch_one(&mut *conn).await?))
     }
 
     async fn restore_child(&mut self, row: &ChildRecord) -> TestResult {
-        let sql = "INSERT INTO children (id, family_id, created_at, nickname_sealed, age_band_sealed) \
-                   VALUES ($1, $2, $3, $4, $5)";
+        let sql = "INSERT INTO children (id, family_id, created_at, nickname_sealed, age_band_sealed, supervised) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
         with_db!(self, conn => {
             sqlx::query(sql)
                 .bind(row.0.clone())
@@ -244,6 +244,7 @@ impl Db {
                 .bind(row.2)
                 .bind(row.3.clone())
                 .bind(row.4.clone())
+                .bind(row.5)
                 .execute(&mut *conn)
                 .await?;
         });
@@ -273,14 +274,14 @@ impl Db {
     }
 
     async fn family_record(&mut self, id: &str) -> Fallible<FamilyRecord> {
-        let sql = "SELECT id, created_at, name_sealed, message_retention_days FROM families WHERE id = $1";
+        let sql = "SELECT id, created_at, name_sealed, message_retention_days, keep_history FROM families WHERE id = $1";
         Ok(with_db!(self, conn => sqlx::query_as(sql).bind(id).fetch_one(&mut *conn).await?))
     }
 
     async fn restore_family(&mut self, row: &FamilyRecord) -> TestResult {
-        let sql = "INSERT INTO families (id, created_at, name_sealed, message_retention_days) VALUES ($1, $2, $3, $4)";
+        let sql = "INSERT INTO families (id, created_at, name_sealed, message_retention_days, keep_history) VALUES ($1, $2, $3, $4, $5)";
         with_db!(self, conn => {
-            sqlx::query(sql).bind(row.0.clone()).bind(row.1).bind(row.2.clone()).bind(row.3).execute(&mut *conn).await?;
+            sqlx::query(sql).bind(row.0.clone()).bind(row.1).bind(row.2.clone()).bind(row.3).bind(row.4).execute(&mut *conn).await?;
         });
         Ok(())
     }
@@ -973,7 +974,7 @@ async fn nothing_personal_is_in_the_postgres_database() -> TestResult {
 
     // What the first family's name is sealed to, read directly: a bytea value.
     let mut db = Db::connect(&setup.url).await?;
-    let (_, _, name_sealed, _) = db.family_record(&families.first).await?;
+    let (_, _, name_sealed, _, _) = db.family_record(&families.first).await?;
     db.close().await?;
     assert!(name_sealed.len() >= 4, "a sealed name of {} bytes", name_sealed.len());
 

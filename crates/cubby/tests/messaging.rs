@@ -739,7 +739,7 @@ async fn a_family_chooses_how_long_undelivered_messages_wait(postgres: bool) -> 
         async move { Ok::<_, Box<dyn std::error::Error + Send + Sync>>(request?.send().await?.status().as_u16()) }
     };
     assert_eq!(put(json!(0)).await?, 422);
-    assert_eq!(put(json!(366)).await?, 422);
+    assert_eq!(put(json!(31)).await?, 422, "the server is a relay, not an archive: 30 days at most");
     assert_eq!(put(json!(2)).await?, 200, "a co-guardian may choose it");
 
     alice.send_text(&chat, "kept two days at most").await?;
@@ -752,6 +752,16 @@ async fn a_family_chooses_how_long_undelivered_messages_wait(postgres: bool) -> 
     let (kept,): (i64,) = with_db!(&db, |conn| sqlx::query_as(sql).fetch_one(&mut conn).await?);
     assert_eq!(kept, 30 * 86_400_000);
     assert_eq!(texts(&toy.sync(IDLE).await?), ["kept two days at most", "back to the default"]);
+    assert_eq!(toy.received(0, 10).await?.len(), 2, "devices keep their history by default");
+
+    // The family keeps no history on its devices: a message is gone once the app took it.
+    let (status, body) = api::put(&server, &path, Some(&family.alice.token), json!({"days": null, "keep_history": false})).await?;
+    assert_eq!((status, &body["keep_history"]), (200, &json!(false)), "{body}");
+    alice.send_text(&chat, "read me once").await?;
+    assert_eq!(texts(&toy.sync(IDLE).await?), ["read me once"]);
+    let taken = toy.received(0, 10).await?;
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert!(toy.received(0, 10).await?.is_empty(), "the device forgot what it showed");
     server.stop()?;
     Ok(())
 }

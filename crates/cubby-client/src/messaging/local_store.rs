@@ -192,6 +192,12 @@ impl LocalStore {
             .collect()
     }
 
+    /// Deletes received messages up to sequence number `upto` (the family keeps no history).
+    pub async fn forget_inbox(&self, upto: i64) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM inbox WHERE seq <= $1").bind(upto).execute(&self.pool).await.map_err(local)?;
+        Ok(())
+    }
+
     /// Queues an encrypted message to send, in the same transaction as the MLS state that
     /// encrypted it: a message encrypted is a message that will be sent.
     pub async fn add_to_outbox(&self, tx: &mut Transaction<'static, Sqlite>, message: &[u8]) -> Result<i64, ClientError> {

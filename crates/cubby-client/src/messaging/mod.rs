@@ -6,9 +6,11 @@
 //! it), and the events it receives over the live connection, each processed once even
 //! when the server sends it again.
 
+mod contacts;
 mod envelope;
 mod live;
 mod local_store;
+mod media;
 mod mls;
 
 use std::collections::HashMap;
@@ -25,7 +27,9 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-pub use envelope::{Body, Envelope};
+pub use contacts::Contact;
+pub use envelope::{Body, Envelope, MediaKey, MediaRef};
+pub use media::{MediaKind, MediaUpload, ciphertext_len};
 use local_store::LocalStore;
 use mls::{deserialize, mls_error, serialize};
 
@@ -107,6 +111,7 @@ struct Sent {
 /// Processed message ids are remembered longer than the server keeps any message.
 const FORGET_PROCESSED_AFTER_MS: i64 = 60 * 24 * 3600 * 1000;
 const CONVERSATIONS: &str = "conversations";
+const KEEP_HISTORY: &str = "keep_history";
 
 impl Messenger {
     /// Opens (or creates) the device's messaging state in the file at `path`, sealed with
@@ -237,19 +242,34 @@ impl Messenger {
         Ok(id)
     }
 
-    /// Adds another device of the family (by device id) to a conversation. On a conflict
-    /// (another member changed the group first) it catches up and tries again.
+    /// Adds another device (of the family, or of an approved contact) to a conversation,
+    /// with the devices that must come along: a supervised child's guardians' devices. The
+    /// server decides whether they may join. On a conflict (another member changed the
+    /// group first) it catches up and tries again.
     pub async fn invite(&self, conversation: &ConversationId, device_id: &str) -> Result<(), ClientError> {
         #[derive(Deserialize)]
         struct Claimed {
             key_package: String,
+            #[serde(default)]
+            join_with: Vec<String>,
         }
-        for _attempt in 0..3 {
-            let Claimed { key_package } = self
-                .call(Method::POST, &format!("/api/v1/devices/{device_id}/key-package"), None, "a KeyPackage")
-                .await?;
+        let claim = |device: String| async move {
+            let Claimed { key_package, join_with } =
+                self.call(Method::POST, &format!("/api/v1/devices/{device}/key-package"), None, "a KeyPackage").await?;
             let bytes = BASE64.decode(key_package).map_err(|_| ClientError::Malformed("a KeyPackage".into()))?;
-            match self.add_with_key_package(conversation, &bytes, Some(device_id)).await {
+            Ok::<_, ClientError>((device, bytes, join_with))
+        };
+        for _attempt in 0..3 {
+            let (device, package, join_with) = claim(device_id.to_owned()).await?;
+            let members = self.conversations().await?.into_iter().find(|c| &c.id == conversation).map(|c| c.members).unwrap_or_default();
+            let mut packages = vec![(device, package)];
+            for companion in join_with {
+                if !members.contains(&companion) && companion != self.device_id {
+                    let (device, package, _) = claim(companion).await?;
+                    packages.push((device, package));
+                }
+            }
+            match self.add_key_packages(conversation, &packages).await {
                 Err(error) if error.code() == Some("stale_epoch") => {
                     self.sync(Duration::from_millis(500)).await?;
                 }
@@ -268,19 +288,32 @@ impl Messenger {
         key_package: &[u8],
         expected_device: Option<&str>,
     ) -> Result<(), ClientError> {
-        let mut state = self.state.lock().await;
-        let MlsMessageBodyIn::KeyPackage(package) = deserialize(key_package)? else {
-            return Err(ClientError::Malformed("a KeyPackage".into()));
+        let named = match expected_device {
+            Some(device) => device.to_owned(),
+            None => String::new(),
         };
-        let package = package.validate(state.provider.crypto(), ProtocolVersion::Mls10).map_err(mls_error)?;
-        if let Some(expected) = expected_device {
-            let named = BasicCredential::try_from(package.leaf_node().credential().clone()).map(|c| c.identity().to_vec());
-            if named.ok().as_deref() != Some(expected.as_bytes()) {
-                return Err(ClientError::Mls("the KeyPackage is not that device's".into()));
+        self.add_key_packages(conversation, &[(named, key_package.to_vec())]).await
+    }
+
+    /// Adds several devices in one commit: `(expected device id or "", KeyPackage)`.
+    async fn add_key_packages(&self, conversation: &ConversationId, packages: &[(String, Vec<u8>)]) -> Result<(), ClientError> {
+        let mut state = self.state.lock().await;
+        let mut checked = Vec::with_capacity(packages.len());
+        for (expected, bytes) in packages {
+            let MlsMessageBodyIn::KeyPackage(package) = deserialize(bytes)? else {
+                return Err(ClientError::Malformed("a KeyPackage".into()));
+            };
+            let package = package.validate(state.provider.crypto(), ProtocolVersion::Mls10).map_err(mls_error)?;
+            if !expected.is_empty() {
+                let named = BasicCredential::try_from(package.leaf_node().credential().clone()).map(|c| c.identity().to_vec());
+                if named.ok().as_deref() != Some(expected.as_bytes()) {
+                    return Err(ClientError::Mls("the KeyPackage is not that device's".into()));
+                }
             }
+            checked.push(package);
         }
         let mut group = load_group(&state.provider, conversation)?;
-        let (commit, welcome, _) = group.add_members(&state.provider, &state.signer, &[package]).map_err(mls_error)?;
+        let (commit, welcome, _) = group.add_members(&state.provider, &state.signer, &checked).map_err(mls_error)?;
         let body = SendBody {
             message: BASE64.encode(serialize(&commit)?),
             welcome: Some(BASE64.encode(serialize(&welcome)?)),
@@ -389,9 +422,15 @@ impl Messenger {
     }
 
     /// Messages received so far, in order, after sequence number `after` (0: from the
-    /// start): `(sequence, conversation, sender device, envelope)`.
+    /// start): `(sequence, conversation, sender device, envelope)`. When the family keeps
+    /// no history on its devices, the messages returned are deleted from the device.
     pub async fn received(&self, after: i64, limit: i64) -> Result<Vec<(i64, ConversationId, String, Envelope)>, ClientError> {
-        let rows = self.state.lock().await.local.inbox(after, limit).await?;
+        let state = self.state.lock().await;
+        let rows = state.local.inbox(after, limit).await?;
+        let keeps_history = state.local.setting(KEEP_HISTORY).await?.is_none_or(|v| v != b"0");
+        if let (false, Some((last, ..))) = (keeps_history, rows.last()) {
+            state.local.forget_inbox(*last).await?;
+        }
         Ok(rows
             .into_iter()
             .filter_map(|(seq, group, sender, body)| {
@@ -401,9 +440,25 @@ impl Messenger {
             .collect())
     }
 
+    /// Asks the server whether the family wants its devices to keep what they have shown,
+    /// and remembers the answer for [`Messenger::received`].
+    pub async fn refresh_history_setting(&self) -> Result<bool, ClientError> {
+        let session = self.session.lock().await.clone();
+        let info = match self.api.device_info(&session).await {
+            Err(error) if error.is_unauthenticated() => self.api.device_info(&self.session().await?).await?,
+            other => other?,
+        };
+        let state = self.state.lock().await;
+        let mut tx = state.local.begin().await?;
+        state.local.set_setting(&mut tx, KEEP_HISTORY, if info.keep_history { b"1" } else { b"0" }).await?;
+        tx.commit().await.map_err(|e| ClientError::Local(e.to_string()))?;
+        Ok(info.keep_history)
+    }
+
     /// Connects, processes everything queued for this device until nothing more arrives
     /// for `idle`, and returns what happened. For a live stream, see [`Messenger::listen`].
     pub async fn sync(&self, idle: Duration) -> Result<Vec<Event>, ClientError> {
+        self.refresh_history_setting().await?;
         live::sync(self, idle).await
     }
 

@@ -369,10 +369,13 @@ pub struct DeviceView {
     pub revoked: bool,
     /// The device must erase its keys.
     pub wipe: bool,
+    /// Whether the family wants its devices to keep the messages they have shown.
+    pub keep_history: bool,
 }
 
 async fn view(state: &AppState, device: DeviceRow) -> Result<DeviceView, ApiError> {
     let name = state.vault.device_name(&device).await?.unwrap_or_default();
+    let keep_history = state.vault.store().keep_history(device.family_id).await?;
     Ok(DeviceView {
         device_id: device.id,
         family_id: device.family_id,
@@ -384,6 +387,7 @@ async fn view(state: &AppState, device: DeviceRow) -> Result<DeviceView, ApiErro
         last_seen_at: device.last_seen_at,
         revoked: device.revoked_at.is_some(),
         wipe: device.wipe_requested_at.is_some(),
+        keep_history,
     })
 }
 

@@ -281,6 +281,10 @@ pub struct FamilyExport {
     pub children: Vec<ChildView>,
     pub consent: ConsentStatus,
     pub security_events: Vec<SecurityEvent>,
+    /// Each child's contacts outside the family, and whether it is supervised.
+    pub contacts: Vec<super::contacts::ChildContacts>,
+    /// The children's reports (until they expire).
+    pub reports: Vec<super::reports::ReportView>,
 }
 
 /// Everything Cubby holds about the family, as one JSON document.
@@ -299,8 +303,12 @@ pub async fn export(
     let family = allowed(&guardian, &family, Action::Read)?;
     let store = state.vault.store();
     let mut children = Vec::new();
+    let mut contacts = Vec::new();
     for row in store.children(family).await? {
-        children.extend(state.vault.open_child(&row).await?);
+        // A child whose key is gone (deleted, its row restored from a backup) is not there.
+        let Some(child) = state.vault.open_child(&row).await? else { continue };
+        contacts.push(super::contacts::child_contacts(&state, family, row.id).await?);
+        children.push(child);
     }
     let account = store.account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
     let loaded = load_family(&state, family).await?;
@@ -312,5 +320,7 @@ pub async fn export(
         children,
         consent: consent_status(&state, family).await?,
         security_events: family_events(&state, family).await?,
+        contacts,
+        reports: super::reports::family_reports(&state, family).await?,
     }))
 }

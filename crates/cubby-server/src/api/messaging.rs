@@ -85,9 +85,12 @@ pub async fn count_key_packages(State(state): State<AppState>, Device(device): D
 #[derive(Serialize, ToSchema)]
 pub struct ClaimedKeyPackage {
     pub key_package: String,
+    /// Devices that must be added in the same commit: a supervised child's guardians'
+    /// (those already in the conversation need not be added again).
+    pub join_with: Vec<String>,
 }
 
-/// Claim one KeyPackage of a device of the family, to add it to a conversation. Each is
+/// Claim one KeyPackage of a device of the family (or of an approved contact's), to add it to a conversation. Each is
 /// handed out once; the last-resort one when the others are gone.
 #[utoipa::path(post, path = "/api/v1/devices/{device_id}/key-package", tag = "messaging",
     params(("device_id" = String, Path)),
@@ -102,8 +105,11 @@ pub async fn claim_key_package(
     Path(target): Path<String>,
 ) -> Result<ApiJson<ClaimedKeyPackage>, ApiError> {
     let target: DeviceId = target.parse().map_err(|_| ApiError::not_found())?;
-    let package = state.delivery.claim_key_package(&device, target).await?;
-    Ok(ApiJson(ClaimedKeyPackage { key_package: BASE64.encode(package) }))
+    let (package, supervisors) = state.delivery.claim_key_package(&device, target).await?;
+    Ok(ApiJson(ClaimedKeyPackage {
+        key_package: BASE64.encode(package),
+        join_with: supervisors.iter().map(ToString::to_string).collect(),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -120,6 +126,8 @@ pub struct GroupView {
     pub group_id: String,
     pub epoch: i64,
     pub members: Vec<String>,
+    /// A child in the conversation is supervised: its guardians' devices are members.
+    pub supervised: bool,
 }
 
 async fn group_view(state: &AppState, group: GroupRow) -> Result<GroupView, ApiError> {
@@ -128,6 +136,7 @@ async fn group_view(state: &AppState, group: GroupRow) -> Result<GroupView, ApiE
         group_id: BASE64.encode(&group.id),
         epoch: group.epoch,
         members: members.iter().map(ToString::to_string).collect(),
+        supervised: state.delivery.is_supervised(&members).await?,
     })
 }
 

@@ -5,12 +5,15 @@
 pub mod accounts;
 pub mod children;
 pub mod consent;
+pub mod contacts;
 pub mod devices;
 pub mod families;
 pub mod health;
+pub mod media;
 pub mod messaging;
 pub mod openapi;
 pub mod quiet_hours;
+pub mod reports;
 pub mod retention;
 pub mod sessions;
 mod support;
@@ -73,10 +76,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::list))
         .routes(routes!(devices::rename, devices::revoke))
         .routes(routes!(devices::wipe))
+        .routes(routes!(contacts::create_code))
+        .routes(routes!(contacts::redeem_code))
+        .routes(routes!(contacts::invite_adult))
+        .routes(routes!(contacts::accept_invite))
+        .routes(routes!(contacts::list))
+        .routes(routes!(contacts::approve))
+        .routes(routes!(contacts::remove))
+        .routes(routes!(contacts::get_supervision, contacts::set_supervision))
+        .routes(routes!(contacts::reachable))
+        .routes(routes!(contacts::block))
+        .routes(routes!(reports::create))
+        .routes(routes!(reports::list))
+        .routes(routes!(reports::escalate))
+        .routes(routes!(reports::delete))
         .routes(routes!(messaging::external_sender))
         .routes(routes!(messaging::upload_key_packages, messaging::count_key_packages))
         .routes(routes!(messaging::claim_key_package))
         .routes(routes!(messaging::create_group, messaging::list_groups))
         .routes(routes!(messaging::send))
+        .routes(routes!(media::create))
+        .routes(routes!(media::upload_chunk, media::download))
+        .routes(routes!(media::upload_state))
         .routes(routes!(ws::connect))
 }

@@ -1,5 +1,6 @@
-//! How long a family's undelivered messages wait on the server before they are deleted.
-//! Delivered messages go as soon as every recipient acknowledged them, whatever this says.
+//! How long a family's undelivered messages, photos and voice clips wait on the server
+//! before they are deleted (delivered ones go as soon as every recipient has them), and
+//! whether the family's devices keep a history of what they have shown.
 
 use axum::extract::{Path, State};
 use cubby_core::ErrorCode;
@@ -13,13 +14,22 @@ use super::support::audit;
 use crate::http::auth::Guardian;
 use crate::http::{ApiError, ApiJson, AppState, ErrorBody};
 
-/// The longest retention a family may choose: a year.
-pub const MAX_DAYS: i64 = 365;
+/// The longest retention a family may choose: the server is a relay, not an archive.
+pub const MAX_DAYS: i64 = 30;
+
+fn yes() -> bool {
+    true
+}
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct MessageRetention {
-    /// Days an undelivered message is kept (1 to 365); `null` for the server's default.
+    /// Days an undelivered message, photo or voice clip is kept (1 to 30); `null` for the
+    /// server's default.
     pub days: Option<i64>,
+    /// Whether the family's devices keep the messages they have shown (default true);
+    /// when false, a device deletes each message once its app has taken it.
+    #[serde(default = "yes")]
+    pub keep_history: bool,
     /// What applies now, in days (the family's choice, or the server's default).
     #[serde(default, skip_deserializing)]
     pub effective_days: i64,
@@ -40,7 +50,8 @@ fn server_default_days(state: &AppState) -> i64 {
 pub async fn get(State(state): State<AppState>, guardian: Guardian, Path(family): Path<String>) -> Result<ApiJson<MessageRetention>, ApiError> {
     let family = allowed(&guardian, &family, Action::Read)?;
     let days = state.vault.store().message_retention_days(family).await?;
-    Ok(ApiJson(MessageRetention { days, effective_days: days.unwrap_or_else(|| server_default_days(&state)) }))
+    let keep_history = state.vault.store().keep_history(family).await?;
+    Ok(ApiJson(MessageRetention { days, keep_history, effective_days: days.unwrap_or_else(|| server_default_days(&state)) }))
 }
 
 /// Choose how long the family's undelivered messages are kept.
@@ -62,13 +73,17 @@ pub async fn set(
     if body.days.is_some_and(|d| !(1..=MAX_DAYS).contains(&d)) {
         return Err(ApiError::new(ErrorCode::InvalidBody, format!("days must be between 1 and {MAX_DAYS}, or null")));
     }
-    if !state.vault.store().set_message_retention_days(family, body.days).await? {
+    if !state.vault.store().set_message_retention_days(family, body.days).await?
+        || !state.vault.store().set_keep_history(family, body.keep_history).await?
+    {
         return Err(ApiError::not_found());
     }
-    let detail = match body.days {
-        Some(days) => format!(r#"{{"days":{days}}}"#),
-        None => r#"{"days":null}"#.to_owned(),
-    };
+    let days = body.days.map_or_else(|| "null".to_owned(), |d| d.to_string());
+    let detail = format!(r#"{{"days":{days},"keep_history":{}}}"#, body.keep_history);
     audit(&state, Actor::Account(guardian.account), "family.message_retention_set", Some(family), detail).await?;
-    Ok(ApiJson(MessageRetention { days: body.days, effective_days: body.days.unwrap_or_else(|| server_default_days(&state)) }))
+    Ok(ApiJson(MessageRetention {
+        days: body.days,
+        keep_history: body.keep_history,
+        effective_days: body.days.unwrap_or_else(|| server_default_days(&state)),
+    }))
 }

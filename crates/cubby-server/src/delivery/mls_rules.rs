@@ -99,6 +99,11 @@ impl PublicState {
         entries.tls_serialize_detached().map_err(malformed)
     }
 
+    /// The devices the group's ratchet tree holds.
+    pub fn member_devices(&self) -> Result<Vec<DeviceId>, Rejection> {
+        Ok(members(&self.load()?)?.into_iter().map(|(_, m)| m.device).collect())
+    }
+
     fn load(&self) -> Result<PublicGroup, Rejection> {
         PublicGroup::load(&self.storage, &self.group_id)
             .map_err(|_| refused("the group's stored state is unreadable"))?
@@ -233,9 +238,6 @@ pub fn apply_commit(state: PublicState, message: ProtocolMessage, sender: Device
     let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
         return Err(malformed("expected a commit"));
     };
-    if staged.update_proposals().next().is_some() || staged.psk_proposals().next().is_some() {
-        return Err(refused("only Add and Remove proposals are accepted"));
-    }
     let only_membership = staged
         .queued_proposals()
         .all(|p| matches!(p.proposal(), Proposal::Add(_) | Proposal::Remove(_)));
@@ -287,7 +289,7 @@ impl ExternalSender {
     /// state (so that the commit which carries it out verifies). None if the device is not
     /// a member any more.
     pub fn propose_removal(&self, state: &PublicState, device: DeviceId) -> Result<Option<Vec<u8>>, Rejection> {
-        let mut group = state.load()?;
+        let group = state.load()?;
         let Some((leaf, _)) = members(&group)?.into_iter().find(|(_, m)| m.device == device) else {
             return Ok(None);
         };
@@ -299,6 +301,32 @@ impl ExternalSender {
             SenderExtensionIndex::new(0),
         )
         .map_err(|e| refused(format!("cannot propose the removal: {e}")))?;
+        self.record(state, group, proposal).map(Some)
+    }
+
+    /// Proposes adding the device whose KeyPackage (an MLS message) is given: a supervised
+    /// child's guardian, brought into the child's conversations.
+    pub fn propose_addition(&self, state: &PublicState, key_package: &[u8]) -> Result<Vec<u8>, Rejection> {
+        let group = state.load()?;
+        let MlsMessageBodyIn::KeyPackage(package) = MlsMessageIn::tls_deserialize_exact(key_package).map_err(malformed)?.extract()
+        else {
+            return Err(malformed("expected a KeyPackage"));
+        };
+        let package = package.validate(&RustCrypto::default(), ProtocolVersion::Mls10).map_err(malformed)?;
+        let proposal = ExternalProposal::new_add::<OpenMlsRustCrypto>(
+            package,
+            group.group_id().clone(),
+            group.group_context().epoch(),
+            &self.keys,
+            SenderExtensionIndex::new(0),
+        )
+        .map_err(|e| refused(format!("cannot propose the addition: {e}")))?;
+        self.record(state, group, proposal)
+    }
+
+    /// Processes the server's own proposal into the public state, so that the commit which
+    /// carries it out verifies, and returns it serialised.
+    fn record(&self, state: &PublicState, mut group: PublicGroup, proposal: MlsMessageOut) -> Result<Vec<u8>, Rejection> {
         let bytes = proposal.tls_serialize_detached().map_err(malformed)?;
         let inbound = MlsMessageIn::tls_deserialize_exact(&bytes)
             .map_err(malformed)?
@@ -309,6 +337,6 @@ impl ExternalSender {
             return Err(malformed("own proposal"));
         };
         group.add_proposal(&state.storage, *queued).map_err(|e| refused(format!("cannot store the proposal: {e}")))?;
-        Ok(Some(bytes))
+        Ok(bytes)
     }
 }

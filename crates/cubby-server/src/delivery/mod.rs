@@ -6,6 +6,7 @@
 
 pub mod group_commit;
 pub mod hub;
+pub mod membership;
 pub mod mls_rules;
 pub mod quiet_hours;
 
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cubby_core::quiet_hours::QuietHours;
-use cubby_core::{DeviceId, ErrorCode, FamilyId};
+use cubby_core::contacts::Person;
+use cubby_core::{ChildId, DeviceId, ErrorCode, FamilyId};
 use cubby_store::{
     Append, Appended, DeviceRow, EpochChange, GroupRow, MessageKind, NewKeyPackage, NewMessage, QueuedMessage, Store,
 };
@@ -23,6 +25,7 @@ use crate::http::ApiError;
 use crate::vault::now_millis;
 use group_commit::{CommitError, GroupCommit};
 use hub::Hub;
+use membership::Roster;
 use mls_rules::{ExternalSender, Inbound, LeafDevice, PublicState, Rejection};
 
 /// Most KeyPackages a device may hold at once, and the level under which it is asked to
@@ -85,7 +88,6 @@ impl Delivery {
     pub fn start(vault: Arc<crate::Vault>, retention: Duration) -> Self {
         let store = vault.store().clone();
         let external_sender_seed = *vault.system_key().external_sender_seed();
-        tokio::spawn(expire_periodically(Arc::downgrade(&store)));
         Self {
             vault,
             writer: GroupCommit::start(store.clone()),
@@ -160,16 +162,27 @@ impl Delivery {
         Ok(left + ordinary)
     }
 
-    /// Claims one KeyPackage of a device of the same family, to add it to a group.
-    pub async fn claim_key_package(&self, claimer: &DeviceRow, target: DeviceId) -> Result<Vec<u8>, ApiError> {
+    /// Claims one KeyPackage of a device of the same family, or of a family linked to it
+    /// by an approved contact, to add it to a group (the group rule still decides whether
+    /// it may join). Also names the devices that must join with it: a supervised child's
+    /// guardians.
+    pub async fn claim_key_package(&self, claimer: &DeviceRow, target: DeviceId) -> Result<(Vec<u8>, Vec<DeviceId>), ApiError> {
         let no_package = || ApiError::new(ErrorCode::NotFound, "that device has no KeyPackage to hand out");
-        let device = self.store.device(target).await?.filter(|d| d.family_id == claimer.family_id && d.revoked_at.is_none());
-        let Some(device) = device else { return Err(no_package()) };
+        let Some(device) = self.store.device(target).await?.filter(|d| d.revoked_at.is_none()) else { return Err(no_package()) };
+        if device.family_id != claimer.family_id && !self.store.families_linked(claimer.family_id, device.family_id).await? {
+            return Err(no_package());
+        }
         let package = self.store.claim_key_package(device.id).await?.ok_or_else(no_package)?;
         if self.store.key_packages_left(device.id).await? < TOP_UP_BELOW {
             self.hub.wake([device.id]);
         }
-        Ok(package)
+        let supervisors = match device.child_id {
+            Some(child) if self.store.supervised(child).await? => {
+                membership::supervisor_devices(self.store.as_ref(), device.family_id).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok((package, supervisors))
     }
 
     pub async fn key_packages_left(&self, device: DeviceId) -> Result<i64, ApiError> {
@@ -182,7 +195,13 @@ impl Delivery {
         if !registered.members.iter().any(|m| is_this_device(m, creator)) {
             return Err(ApiError::new(ErrorCode::MembershipRefused, "the creating device must be a member of the group"));
         }
-        let members = self.check_members(creator.family_id, &registered.members).await?;
+        let members = self.check_devices(&registered.members).await?;
+        let roster = Roster::load(self.store.as_ref(), &members).await?;
+        roster.check_added(&members, creator.family_id)?;
+        let missing = roster.missing_supervisors(self.store.as_ref(), None).await?;
+        if !missing.is_empty() {
+            return Err(membership::supervision_required(&missing));
+        }
         let group = GroupRow {
             id: registered.group_id,
             family_id: creator.family_id,
@@ -194,6 +213,12 @@ impl Delivery {
             return Err(ApiError::new(ErrorCode::Conflict, "a group with this id exists already"));
         }
         Ok(group)
+    }
+
+    /// Whether a child among these members is supervised by its guardians.
+    pub async fn is_supervised(&self, members: &[DeviceId]) -> Result<bool, ApiError> {
+        let roster = Roster::load(self.store.as_ref(), members).await?;
+        Ok(!roster.supervised_children(self.store.as_ref(), None).await?.is_empty())
     }
 
     /// The groups a device belongs to.
@@ -218,8 +243,8 @@ impl Delivery {
     }
 
     async fn member_group(&self, device: &DeviceRow, group_id: &[u8]) -> Result<(GroupRow, Vec<DeviceId>), ApiError> {
-        let group = self.store.group(group_id).await?.filter(|g| g.family_id == device.family_id);
-        let Some(group) = group else { return Err(unknown_group()) };
+        // Membership is what grants access: a conversation may span families.
+        let Some(group) = self.store.group(group_id).await? else { return Err(unknown_group()) };
         let members = self.store.group_members(group_id).await?;
         if !members.contains(&device.id) {
             return Err(unknown_group());
@@ -267,8 +292,18 @@ impl Delivery {
         let (group, _) = self.member_group(device, &group_id).await?;
         let state = PublicState::decode(&group_id, &group.public_state)?;
         let accepted = mls_rules::apply_commit(state, message, device.id)?;
-        self.check_members(group.family_id, &accepted.added).await?;
-        let added: Vec<DeviceId> = accepted.added.iter().map(|m| m.device).collect();
+        let added = self.check_devices(&accepted.added).await?;
+        let members_after: Vec<DeviceId> = accepted.members_after.iter().map(|m| m.device).collect();
+        let roster = Roster::load(self.store.as_ref(), &members_after).await?;
+        roster.check_added(&added, group.family_id)?;
+        // A supervised child joins only together with its guardians' devices.
+        let missing = roster.missing_supervisors(self.store.as_ref(), Some(&added)).await?;
+        if !missing.is_empty() {
+            return Err(membership::supervision_required(&missing));
+        }
+        // Those who must leave get nothing more from now on; their removal is proposed
+        // once the commit is stored.
+        let leaving = roster.to_remove(group.family_id);
         let mut messages = Vec::with_capacity(2);
         let others: Vec<DeviceId> =
             accepted.members_before.iter().map(|m| m.device).filter(|d| *d != device.id).collect();
@@ -283,13 +318,12 @@ impl Delivery {
             (Some(_), true) => return Err(ApiError::new(ErrorCode::MalformedMessage, "a Welcome needs a commit that adds someone")),
             (None, false) => return Err(ApiError::new(ErrorCode::MalformedMessage, "a commit that adds members needs their Welcome")),
         }
-        let members_after: Vec<DeviceId> = accepted.members_after.iter().map(|m| m.device).collect();
         let change = EpochChange {
             group_id: group_id.clone(),
             from_epoch: group.epoch,
             to_epoch: epoch_i64(accepted.new_epoch)?,
             public_state: accepted.state.encode()?,
-            members: members_after.clone(),
+            members: members_after.into_iter().filter(|d| !leaving.contains(d)).collect(),
         };
         let wake: BTreeSet<DeviceId> = messages.iter().flat_map(|m| m.recipients.iter().copied()).collect();
         let queued = self.writer.enqueue(Append { epoch_change: Some(change), messages }).await?;
@@ -297,7 +331,7 @@ impl Delivery {
     }
 
     /// How long the family's undelivered messages are kept, in milliseconds.
-    async fn retention_of(&self, family: FamilyId) -> Result<i64, ApiError> {
+    pub async fn retention_of(&self, family: FamilyId) -> Result<i64, ApiError> {
         Ok(match self.store.message_retention_days(family).await? {
             Some(days) => days.saturating_mul(86_400_000),
             None => i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
@@ -326,17 +360,17 @@ impl Delivery {
         }
     }
 
-    /// Every device named must be an active device of the family, under the key it paired
-    /// with. (Approved contacts across families come with the contacts issue.)
-    async fn check_members(&self, family: FamilyId, members: &[LeafDevice]) -> Result<Vec<DeviceId>, ApiError> {
+    /// Every device named must be an active paired device, under the key it paired with.
+    /// Whether it may be in the conversation is the group rule's to say ([`Roster`]).
+    async fn check_devices(&self, members: &[LeafDevice]) -> Result<Vec<DeviceId>, ApiError> {
         let mut ids = Vec::with_capacity(members.len());
         for member in members {
             let device = self.store.device(member.device).await?;
-            let allowed = device.as_ref().is_some_and(|d| d.family_id == family && d.revoked_at.is_none() && is_this_device(member, d));
+            let allowed = device.as_ref().is_some_and(|d| d.revoked_at.is_none() && is_this_device(member, d));
             if !allowed {
                 return Err(ApiError::new(
                     ErrorCode::MembershipRefused,
-                    format!("device {} may not join this conversation: it is not an active device of this family", member.device),
+                    format!("device {} may not join this conversation: it is not an active paired device", member.device),
                 ));
             }
             ids.push(member.device);
@@ -360,56 +394,96 @@ impl Delivery {
         if let Err(error) = self.store.drop_queue(device).await {
             tracing::warn!(%error, "dropping a revoked device's queue failed; its messages expire instead");
         }
-        match self.store.device_groups(device).await {
-            Ok(groups) => {
-                for group in groups {
-                    self.remove_revoked_members(&group.id).await;
+        self.repair_groups_of(&[device]).await;
+    }
+
+    /// A contact was removed or blocked: every group of the child's devices is checked
+    /// again, and whoever may no longer be there is removed.
+    pub async fn contact_ended(&self, child: ChildId) {
+        match self.store.person_devices(Person::Child(child)).await {
+            Ok(devices) => {
+                let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
+                self.repair_groups_of(&ids).await;
+            }
+            Err(error) => tracing::warn!(%error, "listing a child's devices failed; its groups are repaired at their next commit"),
+        }
+    }
+
+    /// A child's guardians began supervising it: the server proposes adding their devices
+    /// to each conversation of the child that lacks them (the next member to send commits
+    /// the proposals and welcomes them).
+    pub async fn supervision_started(&self, child: ChildId) {
+        self.contact_ended(child).await;
+    }
+
+    async fn repair_groups_of(&self, devices: &[DeviceId]) {
+        let mut seen = BTreeSet::new();
+        for device in devices {
+            match self.store.device_groups(*device).await {
+                Ok(groups) => {
+                    for group in groups {
+                        if seen.insert(group.id.clone()) {
+                            self.repair_group(&group.id).await;
+                        }
+                    }
                 }
+                Err(error) => tracing::warn!(%error, "listing a device's groups failed"),
             }
-            Err(error) => tracing::warn!(%error, "listing a revoked device's groups failed"),
         }
     }
 
-    /// Proposes removing each revoked device still in the group, at its current epoch.
-    /// Best effort: it runs again after every accepted commit of the group.
-    async fn remove_revoked_members(&self, group_id: &[u8]) {
-        if let Err(error) = self.try_remove_revoked_members(group_id).await {
-            tracing::warn!(error = ?error, "proposing the removal of revoked devices failed");
+    /// Brings the group back within the rules at its current epoch: proposes removing
+    /// every device it may no longer hold (revoked, or no longer approved by a child's
+    /// guardians), and stops routing to them; proposes adding a supervised child's
+    /// guardians' devices. Best effort: it runs again after every accepted commit.
+    async fn repair_group(&self, group_id: &[u8]) {
+        if let Err(error) = self.try_repair_group(group_id).await {
+            tracing::warn!(error = ?error, "proposing membership changes failed");
         }
     }
 
-    async fn try_remove_revoked_members(&self, group_id: &[u8]) -> Result<(), ApiError> {
+    async fn try_repair_group(&self, group_id: &[u8]) -> Result<(), ApiError> {
         let Some(group) = self.store.group(group_id).await? else { return Ok(()) };
-        let members = self.store.group_members(group_id).await?;
-        let mut revoked = Vec::new();
-        let mut active = Vec::new();
-        for member in &members {
-            match self.store.device(*member).await? {
-                Some(d) if d.revoked_at.is_none() => active.push(*member),
-                _ => revoked.push(*member),
-            }
-        }
-        if revoked.is_empty() {
+        let state = PublicState::decode(group_id, &group.public_state)?;
+        let members = state.member_devices()?;
+        let roster = Roster::load(self.store.as_ref(), &members).await?;
+        let leaving = roster.to_remove(group.family_id);
+        let missing = roster.missing_supervisors(self.store.as_ref(), None).await?;
+        if leaving.is_empty() && missing.is_empty() {
             return Ok(());
         }
-        let state = PublicState::decode(group_id, &group.public_state)?;
+        let staying: Vec<DeviceId> = members.iter().copied().filter(|d| !leaving.contains(d)).collect();
+        // Those leaving need the proposals too, to follow the commit that removes them
+        // (only the revoked ones get nothing more).
+        let told: Vec<DeviceId> = members.iter().copied().filter(|d| !roster.gone().contains(d)).collect();
         let retention = self.retention_of(group.family_id).await?;
         let mut proposals = Vec::new();
-        for device in revoked {
-            if let Some(proposal) = self.external_sender.propose_removal(&state, device)? {
-                proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, active.clone(), retention));
+        for device in &leaving {
+            if let Some(proposal) = self.external_sender.propose_removal(&state, *device)? {
+                proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, told.clone(), retention));
             }
+        }
+        for supervisor in missing {
+            let Some(package) = self.store.claim_key_package(supervisor).await? else {
+                tracing::warn!(%supervisor, "a guardian's device has no KeyPackage; it joins at the next repair");
+                continue;
+            };
+            let proposal = self.external_sender.propose_addition(&state, &package)?;
+            proposals.push(self.new_message(group_id, None, MessageKind::Proposal, proposal, told.clone(), retention));
+        }
+        if proposals.is_empty() {
+            return Ok(());
         }
         let change = EpochChange {
             group_id: group_id.to_vec(),
             from_epoch: group.epoch,
             to_epoch: group.epoch,
             public_state: state.encode()?,
-            members,
+            members: staying.clone(),
         };
         // Stale means a commit got in first; that commit's own pass proposes again.
         if let Appended::Stored(_) = self.writer.append(Append { epoch_change: Some(change), messages: proposals }).await? {
-            self.hub.wake(active);
+            self.hub.wake(told);
         }
         Ok(())
     }
@@ -420,7 +494,7 @@ pub struct Submitted {
     queued: group_commit::Queued,
     wake: Vec<DeviceId>,
     epoch: i64,
-    /// For a commit, its group: revoked members it left in place are proposed again.
+    /// For a commit, its group: members it left in place that must go are proposed again.
     commit_of: Option<Vec<u8>>,
 }
 
@@ -431,27 +505,11 @@ impl Submitted {
             Appended::Stored(ids) => {
                 delivery.hub.wake(self.wake);
                 if let Some(group_id) = self.commit_of {
-                    delivery.remove_revoked_members(&group_id).await;
+                    delivery.repair_group(&group_id).await;
                 }
                 Ok(ids)
             }
             Appended::StaleEpoch => Err(stale(self.epoch + 1)),
-        }
-    }
-}
-
-/// How often messages past their retention are deleted.
-const EXPIRE_EVERY: Duration = Duration::from_secs(600);
-
-/// Deletes expired messages every [`EXPIRE_EVERY`] until the store is gone.
-async fn expire_periodically(store: std::sync::Weak<dyn Store>) {
-    loop {
-        tokio::time::sleep(EXPIRE_EVERY).await;
-        let Some(store) = store.upgrade() else { return };
-        match store.expire_messages(now_millis()).await {
-            Ok(0) => {}
-            Ok(expired) => tracing::info!(expired, "deleted messages past their retention"),
-            Err(error) => tracing::warn!(%error, "deleting expired messages failed; trying again later"),
         }
     }
 }

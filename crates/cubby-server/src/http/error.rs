@@ -110,6 +110,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::StaleEpoch => StatusCode::CONFLICT,
         ErrorCode::MembershipRefused => StatusCode::FORBIDDEN,
         ErrorCode::DailyLimitReached => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::SupervisionRequired => StatusCode::CONFLICT,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -25,6 +25,7 @@ use cubby_crypto::PasswordHasher;
 
 use crate::delivery::Delivery;
 use crate::mail::Mailer;
+use crate::media::Media;
 use crate::{ServerConfig, Vault};
 pub use error::{ApiError, ErrorBody};
 pub use json::ApiJson;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub delivery: Arc<Delivery>,
+    pub media: Arc<Media>,
 }
 
 /// Throttles for the endpoints that guess-resistant secrets pass through.
@@ -77,8 +79,11 @@ pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &Serve
     let (router, openapi) = routes.split_for_parts();
     let metrics = Arc::new(Metrics::new());
     let delivery = Arc::new(Delivery::start(services.vault.clone(), config.message_retention));
+    let media = Media::start(services.vault.store().clone(), &config.media.blob_store, config.media.max_size, config.message_retention);
+    crate::expiry::start(&services.vault, &media);
     let state = AppState {
         delivery,
+        media,
         vault: services.vault,
         mailer: services.mailer,
         passwords: services.passwords,

@@ -8,6 +8,9 @@ mod children;
 mod devices;
 mod key_rotation;
 mod quiet_hours;
+mod reports;
+
+pub use reports::ReportContent;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

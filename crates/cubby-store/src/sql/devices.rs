@@ -347,3 +347,26 @@ impl DeviceStore for SqlStore {
         row.map(device_from).transpose()
     }
 }
+
+impl SqlStore {
+    /// A person's active devices (a child's toys, an adult's apps, in any family).
+    pub(crate) async fn active_devices_of(&self, person: cubby_core::contacts::Person) -> Result<Vec<DeviceRow>, StoreError> {
+        use cubby_core::contacts::Person;
+        let (child, account) = match person {
+            Person::Child(child) => (Some(child.to_string()), None),
+            Person::Adult(account) => (None, Some(account.to_string())),
+        };
+        let rows: Vec<DeviceTuple> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                device_columns!(),
+                " FROM devices d WHERE (d.child_id = $1 OR d.account_id = $2) AND d.revoked_at IS NULL ORDER BY d.paired_at, d.id"
+            ))
+            .bind(child)
+            .bind(account)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(device_from).collect()
+    }
+}

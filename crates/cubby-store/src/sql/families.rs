@@ -147,6 +147,25 @@ impl FamilyStore for SqlStore {
         Ok(updated == 1)
     }
 
+    async fn keep_history(&self, id: FamilyId) -> Result<bool, StoreError> {
+        let row: Option<(bool,)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as("SELECT keep_history FROM families WHERE id = $1").bind(id.to_string()).fetch_optional(pool).await
+        })?;
+        Ok(row.is_none_or(|(keep,)| keep))
+    }
+
+    async fn set_keep_history(&self, id: FamilyId, keep: bool) -> Result<bool, StoreError> {
+        let updated = on_pool!(&self.db, |pool| {
+            sqlx::query("UPDATE families SET keep_history = $1 WHERE id = $2")
+                .bind(keep)
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(updated == 1)
+    }
+
     async fn family(&self, id: FamilyId) -> Result<Option<FamilyRow>, StoreError> {
         let row: Option<(String, i64, Vec<u8>)> = on_pool!(&self.db, |pool| {
             sqlx::query_as("SELECT id, created_at, name_sealed FROM families WHERE id = $1")

@@ -27,9 +27,11 @@ macro_rules! on_pool {
 mod accounts;
 mod audit;
 mod connect;
+mod contacts;
 mod devices;
 mod families;
 mod keys;
+mod media;
 mod messaging;
 mod schedules;
 

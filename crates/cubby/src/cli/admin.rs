@@ -13,7 +13,7 @@ use cubby_server::vault::rotate_keys;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bootstrap;
-use crate::settings::StorageArgs;
+use crate::settings::{ServeArgs, StorageArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -23,6 +23,30 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Delete now what is past its retention (undelivered messages, photos and voice clips,
+    /// reports), as the server does every ten minutes. Stop the server first.
+    Expire(Box<ExpireArgs>),
+    /// Reports that families escalated to the operator (only those: the rest stay with
+    /// the children's guardians).
+    Reports(ReportsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportsArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExpireArgs {
+    /// The server's settings (data directory, database, blob store, default retention).
+    #[command(flatten)]
+    serve: ServeArgs,
+
+    /// Expire as of this instant (RFC 3339, e.g. 2027-01-31T00:00:00Z) instead of now:
+    /// to see what a date will delete, or to test retention.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +85,8 @@ impl AdminCommand {
         match self {
             Self::RotateKeys(args) => rotate(args).await,
             Self::Audit(AuditCommand::Verify(args)) => verify(args).await,
+            Self::Expire(args) => expire(*args).await,
+            Self::Reports(args) => reports(args).await,
         }
     }
 }
@@ -141,4 +167,55 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+async fn expire(args: ExpireArgs) -> anyhow::Result<ExitCode> {
+    let now_ms = match &args.at {
+        Some(text) => {
+            let at: jiff::Timestamp = text.parse().with_context(|| format!("--at {text:?} is not an RFC 3339 time"))?;
+            at.as_millisecond()
+        }
+        None => cubby_server::vault::now_millis(),
+    };
+    let settings = args.serve.resolve()?;
+    let opened = bootstrap::open(&settings.storage).await?;
+    let vault = &opened.vault;
+    let media = cubby_server::media::Media::open(
+        vault.store().clone(),
+        &settings.server.media.blob_store,
+        settings.server.media.max_size,
+        settings.server.message_retention,
+    )?;
+    let expired = cubby_server::expiry::expire(vault, &media, now_ms, cubby_core::audit::Actor::Operator).await?;
+    vault.store().close().await;
+    println!(
+        "deleted {} messages, {} photos and voice clips, {} reports past their retention",
+        expired.messages, expired.media, expired.reports
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reports(args: ReportsArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.storage.resolve()?;
+    let opened = bootstrap::open(&settings).await?;
+    let vault = &opened.vault;
+    let escalated = vault.store().escalated_reports().await?;
+    for row in &escalated {
+        let Some(report) = vault.open_report(row).await? else { continue };
+        println!(
+            "report {} (family {}, escalated at {}): from device {}: {:?}{}",
+            row.id,
+            row.family_id,
+            row.escalated_at.unwrap_or_default(),
+            report.sender_device,
+            report.content,
+            if report.note.is_empty() { String::new() } else { format!(" (the child added: {:?})", report.note) },
+        );
+    }
+    vault.audit().append(&AuditEvent::operator("report.operator_read", format!(r#"{{"reports":{}}}"#, escalated.len()))).await?;
+    vault.store().close().await;
+    if escalated.is_empty() {
+        println!("no escalated reports");
+    }
+    Ok(ExitCode::SUCCESS)
 }

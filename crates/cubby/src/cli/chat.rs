@@ -149,6 +149,8 @@ fn print_event(event: &Event) {
     match event {
         Event::Message { conversation, sender, envelope } => match &envelope.body {
             Body::Text { text } => println!("[{}] {sender}: {text}", short(conversation)),
+            Body::Photo { .. } => println!("[{}] {sender}: (a photo)", short(conversation)),
+            Body::Voice { duration_ms, .. } => println!("[{}] {sender}: (a voice clip, {} s)", short(conversation), duration_ms / 1000),
             Body::Unsupported => println!("[{}] {sender}: (a kind of message this version cannot show)", short(conversation)),
         },
         Event::Joined { conversation } => println!("joined conversation {}", conversation.to_base64()),

@@ -26,6 +26,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
         .await?;
 
+    // A blob store that cannot work (bad bucket, plain HTTP off loopback, no credentials,
+    // an unwritable directory) stops the start here, with its reason.
+    cubby_server::media::check_blob_store(&settings.server.media.blob_store).map_err(anyhow::Error::msg)?;
+
     let services = Services {
         vault: vault.clone(),
         mailer: cubby_server::mail::mailer(&settings.mail, &settings.storage.data_dir)?,

@@ -60,6 +60,28 @@ pub async fn post(server: &Server, path: &str, token: Option<&str>, body: Value)
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+pub async fn put(server: &Server, path: &str, token: Option<&str>, body: Value) -> Fallible<(u16, Value)> {
+    let mut request = client()?.put(server.url(path)).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+pub async fn delete(server: &Server, path: &str, token: Option<&str>) -> Fallible<(u16, Value)> {
+    let mut request = client()?.delete(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
 pub async fn get(server: &Server, path: &str, token: Option<&str>) -> Fallible<(u16, Value)> {
     let mut request = client()?.get(server.url(path));
     if let Some(token) = token {
@@ -164,4 +186,53 @@ pub async fn child(server: &Server, session: &Session, family: &str, nickname: &
 
 fn string(value: &Value) -> Fallible<String> {
     value.as_str().map(ToOwned::to_owned).ok_or_else(|| format!("expected a string, got {value}").into())
+}
+
+/// A guardian makes a one-time contact code for `child` of `family`; returns the code.
+pub async fn contact_code(server: &Server, session: &Session, family: &str, child: &str) -> Fallible<String> {
+    let path = format!("/api/v1/families/{family}/children/{child}/contact-codes");
+    let (status, body) = post(server, &path, Some(&session.token), json!({})).await?;
+    if status != 201 {
+        return Err(format!("the contact code answered {status}: {body}").into());
+    }
+    string(&body["code"])
+}
+
+/// A guardian redeems another family's contact `code` for `child` of `family` (their
+/// approval); returns their side of the contact as the server shows it.
+pub async fn redeem_contact_code(server: &Server, session: &Session, family: &str, child: &str, code: &str) -> Fallible<Value> {
+    let path = format!("/api/v1/families/{family}/children/{child}/contacts/redeem");
+    let (status, body) = post(server, &path, Some(&session.token), json!({"code": code})).await?;
+    if status != 201 {
+        return Err(format!("redeeming the contact code answered {status}: {body}").into());
+    }
+    Ok(body)
+}
+
+/// The id of the one contact of `child` of `family`, which must have `status`.
+pub async fn only_contact(server: &Server, session: &Session, family: &str, child: &str, status: &str) -> Fallible<String> {
+    let path = format!("/api/v1/families/{family}/children/{child}/contacts");
+    let (code, body) = get(server, &path, Some(&session.token)).await?;
+    match body.as_array().map(Vec::as_slice) {
+        Some([contact]) if code == 200 && contact["status"] == status => string(&contact["id"]),
+        _ => Err(format!("expected one contact, {status}; the list answered {code}: {body}").into()),
+    }
+}
+
+/// A guardian invites the adult at `email` to be a contact of `child` of `family`; returns
+/// the token from the mail.
+pub async fn contact_invite(
+    server: &Server,
+    outbox: &Path,
+    session: &Session,
+    family: &str,
+    child: &str,
+    email: &str,
+) -> Fallible<String> {
+    let path = format!("/api/v1/families/{family}/children/{child}/contacts/invite");
+    let (status, body) = post(server, &path, Some(&session.token), json!({"email": email})).await?;
+    if status != 202 {
+        return Err(format!("the contact invitation answered {status}: {body}").into());
+    }
+    outbox_token(outbox, email, "invites you")
 }

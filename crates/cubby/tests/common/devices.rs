@@ -52,7 +52,7 @@ pub fn texts(events: &[Event]) -> Vec<String> {
         .filter_map(|e| match e {
             Event::Message { envelope, .. } => match &envelope.body {
                 Body::Text { text } => Some(text.clone()),
-                Body::Unsupported => None,
+                _ => None,
             },
             _ => None,
         })
