@@ -368,6 +368,14 @@ async fn a_supervised_childs_conversations_include_its_guardians(postgres: bool)
     assert!(mum.conversations().await?.iter().any(|c| c.id == before), "mum joined the conversation from before supervision");
     assert_eq!(seen, ["still there?"]);
     assert!(granny.is_supervised(&before).await?);
+
+    // A guardian's new device joins the supervised child's conversations once it has
+    // KeyPackages to be added with (proposed by the server, committed by the next sender).
+    let tablet = device(&server, local.path(), "mum-tablet", &a.guardian, &a.id, None).await?;
+    granny.sync(IDLE).await?;
+    granny.send_text(&chat, "hello tablet").await?;
+    assert_eq!(texts(&tablet.sync(IDLE).await?), ["hello tablet"]);
+    assert!(tablet.conversations().await?.iter().any(|c| c.id == chat));
     server.stop()?;
     Ok(())
 }

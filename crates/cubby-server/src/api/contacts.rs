@@ -329,7 +329,7 @@ pub async fn remove(
     state.vault.store().delete_contact(family, row.id).await?.ok_or_else(ApiError::not_found)?;
     audit(&state, Actor::Account(guardian.account), "contact.removed", Some(family), format!(r#"{{"contact":"{}"}}"#, row.id))
         .await?;
-    state.delivery.contact_ended(child).await;
+    state.delivery.child_rules_changed(child).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -378,7 +378,8 @@ pub async fn set_supervision(
     let detail = format!(r#"{{"child":"{child}","supervised":{}}}"#, body.supervised);
     audit(&state, Actor::Account(guardian.account), "child.supervision_set", Some(family), detail).await?;
     if body.supervised {
-        state.delivery.supervision_started(child).await;
+        // Their devices are proposed into the child's existing conversations.
+        state.delivery.child_rules_changed(child).await;
     }
     Ok(ApiJson(body))
 }
@@ -455,6 +456,6 @@ pub async fn block(
     state.vault.store().set_contact_status(device.family_id, row.id, ContactStatus::Blocked, now_millis()).await?;
     audit(&state, Actor::Device(device.id), "contact.blocked", Some(device.family_id), format!(r#"{{"contact":"{}"}}"#, row.id))
         .await?;
-    state.delivery.contact_ended(child).await;
+    state.delivery.child_rules_changed(child).await;
     Ok(ApiJson(accepted("blocked: they are leaving every conversation with this child")))
 }

@@ -159,7 +159,24 @@ impl Delivery {
             ));
         }
         self.store.add_key_packages(device.id, &checked).await?;
+        if left == 0 && device.account_id.is_some() {
+            // A guardian's device that could not be added before (new, or out of
+            // KeyPackages) joins its supervised children's conversations now.
+            self.supervisor_ready(device.family_id).await;
+        }
         Ok(left + ordinary)
+    }
+
+    async fn supervisor_ready(&self, family: FamilyId) {
+        let children = match self.store.children(family).await {
+            Ok(children) => children,
+            Err(error) => return tracing::warn!(%error, "listing a family's children failed"),
+        };
+        for child in children {
+            if self.store.supervised(child.id).await.unwrap_or(false) {
+                self.child_rules_changed(child.id).await;
+            }
+        }
     }
 
     /// Claims one KeyPackage of a device of the same family, or of a family linked to it
@@ -397,9 +414,11 @@ impl Delivery {
         self.repair_groups_of(&[device]).await;
     }
 
-    /// A contact was removed or blocked: every group of the child's devices is checked
-    /// again, and whoever may no longer be there is removed.
-    pub async fn contact_ended(&self, child: ChildId) {
+    /// What decides a child's conversations changed (a contact removed or blocked,
+    /// supervision turned on, a guardian's device ready to join): every group of the
+    /// child's devices is checked again; whoever may no longer be there is proposed for
+    /// removal, and missing supervisors for addition.
+    pub async fn child_rules_changed(&self, child: ChildId) {
         match self.store.person_devices(Person::Child(child)).await {
             Ok(devices) => {
                 let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
@@ -407,13 +426,6 @@ impl Delivery {
             }
             Err(error) => tracing::warn!(%error, "listing a child's devices failed; its groups are repaired at their next commit"),
         }
-    }
-
-    /// A child's guardians began supervising it: the server proposes adding their devices
-    /// to each conversation of the child that lacks them (the next member to send commits
-    /// the proposals and welcomes them).
-    pub async fn supervision_started(&self, child: ChildId) {
-        self.contact_ended(child).await;
     }
 
     async fn repair_groups_of(&self, devices: &[DeviceId]) {
