@@ -13,6 +13,7 @@ pub mod http;
 pub mod idle_accounts;
 pub mod mail;
 pub mod media;
+pub mod portal;
 pub mod serve;
 pub mod tls;
 pub mod vault;

@@ -39,37 +39,45 @@ impl FromRequestParts<AppState> for Guardian {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (token, via_cookie) = session_token(&parts.headers).ok_or_else(unauthenticated)?;
-        let store = state.vault.store();
-        let session = store
-            .session_by_token_hash(&token_hash(&token))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .ok_or_else(unauthenticated)?;
-        let now = now_millis();
-        if !is_live(&session, now, state.config.session_idle) {
-            let _ = store.delete_session(session.account_id, session.id).await;
-            return Err(unauthenticated());
-        }
-        if via_cookie && !is_safe(&parts.method) {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-            // Compared as hashes, so the comparison's timing says nothing about the token.
-            if token_hash(sent) != token_hash(&csrf_token(state, &token)) {
-                return Err(ApiError::new(
-                    ErrorCode::CsrfRejected,
-                    "this change needs the X-CSRF-Token header from your session",
-                ));
-            }
-        }
-        // Touch often enough that a session in use never reaches its idle limit.
-        let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-        if now - session.last_seen_at > TOUCH_EVERY_MS.min(idle_ms / 4) {
-            store.touch_session(session.id, now).await.map_err(|e| ApiError::internal(&e))?;
-            store.touch_account(session.account_id, now).await.map_err(|e| ApiError::internal(&e))?;
-        }
-        let families = store.families_of(session.account_id).await.map_err(|e| ApiError::internal(&e))?;
-        Ok(Self { account: session.account_id, session: session.id, families })
+        let change = (!is_safe(&parts.method))
+            .then(|| parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(""));
+        authenticate(state, &parts.headers, change).await
     }
+}
+
+/// The guardian whose session `headers` carry. `change` is `Some(csrf token sent)` when
+/// the request changes something: a cookie session must then have sent its CSRF token
+/// (the API takes it from `X-CSRF-Token`, the portal from its forms; the rule is this one).
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, change: Option<&str>) -> Result<Guardian, ApiError> {
+    let (token, via_cookie) = session_token(headers).ok_or_else(unauthenticated)?;
+    let store = state.vault.store();
+    let session = store
+        .session_by_token_hash(&token_hash(&token))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(unauthenticated)?;
+    let now = now_millis();
+    if !is_live(&session, now, state.config.session_idle) {
+        let _ = store.delete_session(session.account_id, session.id).await;
+        return Err(unauthenticated());
+    }
+    if let (true, Some(sent)) = (via_cookie, change) {
+        // Compared as hashes, so the comparison's timing says nothing about the token.
+        if token_hash(sent) != token_hash(&csrf_token(state, &token)) {
+            return Err(ApiError::new(
+                ErrorCode::CsrfRejected,
+                "this change needs the X-CSRF-Token header from your session",
+            ));
+        }
+    }
+    // Touch often enough that a session in use never reaches its idle limit.
+    let idle_ms = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+    if now - session.last_seen_at > TOUCH_EVERY_MS.min(idle_ms / 4) {
+        store.touch_session(session.id, now).await.map_err(|e| ApiError::internal(&e))?;
+        store.touch_account(session.account_id, now).await.map_err(|e| ApiError::internal(&e))?;
+    }
+    let families = store.families_of(session.account_id).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Guardian { account: session.account_id, session: session.id, families })
 }
 
 fn unauthenticated() -> ApiError {
@@ -87,7 +95,7 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// The bearer token, else the session cookie (and whether it came from the cookie).
-fn session_token(headers: &HeaderMap) -> Option<(String, bool)> {
+pub fn session_token(headers: &HeaderMap) -> Option<(String, bool)> {
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let token = value.strip_prefix("Bearer ")?.trim();
         return (!token.is_empty()).then(|| (token.to_owned(), false));

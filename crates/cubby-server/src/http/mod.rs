@@ -70,7 +70,9 @@ impl Default for Throttles {
 
 /// The whole application: the API routes, their OpenAPI document, and the layers.
 pub fn app(services: Services, config: &ServerConfig) -> Router {
-    build(crate::api::routes(), services, config)
+    // The portal's pages are merged as plain routes, so they stay out of the OpenAPI document.
+    let portal = crate::portal::routes(config.tls != crate::config::TlsSettings::None);
+    build(crate::api::routes().merge(OpenApiRouter::from(portal)), services, config)
 }
 
 /// Wraps routes (documented with utoipa) in the middleware stack. Public so that tests
@@ -105,7 +107,8 @@ pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &Serve
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        // Only the portal's versioned stylesheet says otherwise (it may be kept a year).
+        .layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("cache-control"),
             HeaderValue::from_static("no-store"),
         ))

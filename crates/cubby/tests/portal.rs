@@ -1,0 +1,346 @@
+//! The parent portal, driven as a browser without JavaScript would: plain HTTP with the
+//! cookies it is given, forms posted back with the tokens the pages carry. Every response
+//! is checked for the security headers. Each scenario runs on SQLite and PostgreSQL.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::api::{self, Session};
+use common::{Dirs, Fallible, Server, TestResult};
+use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery staple";
+const CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
+    if postgres {
+        let url = cubby_store::testing::fresh_postgres_database().await?;
+        Ok(Server::start(&dirs.args(Some(&url)))?)
+    } else {
+        Ok(Server::start(&dirs.args(None))?)
+    }
+}
+
+/// One page as the browser got it.
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    /// The CSRF token the page's first form carries.
+    fn csrf(&self) -> Fallible<String> {
+        let marker = r#"name="csrf" value=""#;
+        let start = self.body.find(marker).ok_or("the page has no form with a CSRF token")? + marker.len();
+        let end = self.body[start..].find('"').ok_or("unterminated CSRF value")?;
+        Ok(self.body[start..start + end].to_owned())
+    }
+
+    fn is_redirect_to(&self, path: &str) -> bool {
+        self.status == 303 && self.location.as_deref() == Some(path)
+    }
+}
+
+/// A browser: keeps the cookies it is sent, follows no redirect by itself (so tests see
+/// them), and checks every answer's security headers.
+struct Browser<'a> {
+    server: &'a Server,
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(server: &'a Server) -> Fallible<Self> {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { server, http, cookies: BTreeMap::new() })
+    }
+
+    async fn get(&mut self, path: &str) -> Fallible<Page> {
+        let request = self.http.get(self.server.url(path));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Fallible<Page> {
+        let request = self
+            .http
+            .post(self.server.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(fields));
+        self.send(request).await
+    }
+
+    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Fallible<Page> {
+        if !self.cookies.is_empty() {
+            let header: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            request = request.header("cookie", header.join("; "));
+        }
+        let response = request.send().await?;
+        let headers = response.headers().clone();
+        for (name, expected) in [
+            ("content-security-policy", CSP),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("x-content-type-options", "nosniff"),
+        ] {
+            let got = headers.get(name).and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(expected), "{name} on {}", response.url());
+        }
+        // Over HTTPS the browser is told to stay on it, and cookies never travel in clear.
+        let tls = self.server.base_url.starts_with("https://");
+        let hsts = headers.get("strict-transport-security").and_then(|v| v.to_str().ok());
+        assert_eq!(hsts, tls.then_some("max-age=31536000"), "HSTS on {}", response.url());
+        for cookie in headers.get_all("set-cookie") {
+            let cookie = cookie.to_str()?;
+            let pair = cookie.split(';').next().unwrap_or_default();
+            let (name, value) = pair.split_once('=').ok_or("a cookie without a value")?;
+            if value.is_empty() || cookie.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+                assert_eq!(cookie.contains("; Secure"), tls, "{cookie}");
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let status = response.status().as_u16();
+        let location = headers.get("location").and_then(|v| v.to_str().ok()).map(ToOwned::to_owned);
+        Ok(Page { status, location, body: response.text().await? })
+    }
+
+    /// Signs in through the form; returns the dashboard.
+    async fn sign_in(&mut self, email: &str, password: &str) -> Fallible<Page> {
+        let form = self.get("/sign-in").await?;
+        assert_eq!(form.status, 200);
+        let csrf = form.csrf()?;
+        let signed_in = self.post("/sign-in", &[("csrf", &csrf), ("email", email), ("password", password)]).await?;
+        if !signed_in.is_redirect_to("/") {
+            return Err(format!("signing in answered {}: {}", signed_in.status, signed_in.body).into());
+        }
+        self.get("/").await
+    }
+}
+
+/// `application/x-www-form-urlencoded`, as a browser encodes a form.
+fn form_body(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+}
+
+/// A guardian with a family whose consent is given.
+async fn guardian_with_family(server: &Server, outbox: &Path, email: &str, family: &str) -> Fallible<(Session, String)> {
+    let guardian = api::guardian(server, outbox, email, PASSWORD).await?;
+    let id = api::family(server, &guardian, family).await?;
+    api::consent(server, outbox, &guardian, &id).await?;
+    Ok((guardian, id))
+}
+
+async fn nicknames(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<String>> {
+    let (status, children) = api::get(server, &format!("/api/v1/families/{family}/children"), Some(&guardian.token)).await?;
+    assert_eq!(status, 200, "{children}");
+    let children = children.as_array().ok_or("children are not a list")?;
+    Ok(children.iter().filter_map(|c| c["nickname"].as_str().map(ToOwned::to_owned)).collect())
+}
+
+async fn devices(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<Value>> {
+    let (status, devices) = api::get(server, &format!("/api/v1/families/{family}/devices"), Some(&guardian.token)).await?;
+    assert_eq!(status, 200, "{devices}");
+    Ok(devices.as_array().ok_or("devices are not a list")?.clone())
+}
+
+async fn a_guardian_signs_in_and_adds_a_child(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let outbox = dirs.outbox();
+    let (guardian, family) = guardian_with_family(&server, &outbox, "ann@example.com", "The Robinsons").await?;
+    api::child(&server, &guardian, &family, "<script>alert(1)</script>", "6_8").await?;
+    let mut browser = Browser::new(&server)?;
+
+    // No session: every page sends the browser to sign in.
+    assert!(browser.get("/").await?.is_redirect_to("/sign-in"));
+    let refused = browser.post(&format!("/families/{family}/children"), &[("nickname", "Sam"), ("age_band", "6_8")]).await?;
+    assert!(refused.is_redirect_to("/sign-in"), "{}", refused.status);
+
+    // The sign-in form links the privacy notice and labels its fields.
+    let form = browser.get("/sign-in").await?;
+    assert!(form.body.contains(r#"href="/api/v1/privacy-notice""#));
+    assert!(form.body.contains(r#"<label for="email">"#) && form.body.contains(r#"<label for="password">"#));
+    // A sign-in posted from elsewhere (without this form's token) is refused.
+    let forged = browser.post("/sign-in", &[("email", "ann@example.com"), ("password", PASSWORD)]).await?;
+    assert_eq!(forged.status, 403);
+    assert!(!browser.cookies.contains_key("cubby_session"));
+    // A wrong password is explained next to the form, which keeps the address typed.
+    let csrf = form.csrf()?;
+    let wrong = browser.post("/sign-in", &[("csrf", &csrf), ("email", "ann@example.com"), ("password", "nope")]).await?;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("the email address or the password is not right"), "{}", wrong.body);
+    assert!(wrong.body.contains(r#"value="ann@example.com""#));
+
+    let dashboard = browser.sign_in("ann@example.com", PASSWORD).await?;
+    assert_eq!(dashboard.status, 200);
+    assert!(dashboard.body.contains("The Robinsons"), "{}", dashboard.body);
+    assert!(dashboard.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", dashboard.body);
+    assert!(!dashboard.body.contains("<script>"), "an unescaped child nickname: {}", dashboard.body);
+    assert!(dashboard.body.contains(r#"href="/api/v1/privacy-notice""#));
+    let csrf = dashboard.csrf()?;
+
+    // Without the form's token, or with another, a change is refused and nothing changes.
+    let path = format!("/families/{family}/children");
+    let missing = browser.post(&path, &[("nickname", "Sam"), ("age_band", "6_8")]).await?;
+    assert_eq!(missing.status, 403);
+    let wrong = browser.post(&path, &[("csrf", &"0".repeat(64)), ("nickname", "Sam"), ("age_band", "6_8")]).await?;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(nicknames(&server, &guardian, &family).await?, ["<script>alert(1)</script>"]);
+
+    // A bad nickname is explained next to the field; a good one is added.
+    let empty = browser.post(&path, &[("csrf", &csrf), ("nickname", "  "), ("age_band", "6_8")]).await?;
+    assert_eq!(empty.status, 422);
+    assert!(empty.body.contains("a nickname must be 1 to 40 characters"), "{}", empty.body);
+    let added = browser.post(&path, &[("csrf", &csrf), ("nickname", "Sam"), ("age_band", "9_12")]).await?;
+    assert!(added.is_redirect_to("/"), "{}: {}", added.status, added.body);
+    let mut names = nicknames(&server, &guardian, &family).await?;
+    names.sort();
+    assert_eq!(names, ["<script>alert(1)</script>", "Sam"]);
+    assert!(browser.get("/").await?.body.contains("Sam"));
+
+    // Signing out ends the session: the dashboard asks to sign in again.
+    let out = browser.post("/sign-out", &[("csrf", &csrf)]).await?;
+    assert!(out.is_redirect_to("/sign-in"));
+    assert!(browser.get("/").await?.is_redirect_to("/sign-in"));
+
+    // Pages are not API endpoints: the OpenAPI document does not list them.
+    let (_, openapi) = api::get(&server, "/api/v1/openapi.json", None).await?;
+    let paths = openapi["paths"].as_object().ok_or("no paths in the OpenAPI document")?;
+    assert!(paths.contains_key("/api/v1/sessions"));
+    assert!(paths.keys().all(|p| p.starts_with("/api/v1/") || p == "/healthz" || p == "/metrics"), "{:?}", paths.keys());
+
+    // The stylesheet the pages link is served, and may be cached.
+    let sheet = dashboard.body.split(r#"rel="stylesheet" href=""#).nth(1).and_then(|s| s.split('"').next());
+    let sheet = browser.http.get(server.url(sheet.ok_or("no stylesheet link")?)).send().await?;
+    assert_eq!(sheet.status(), 200);
+    assert!(sheet.headers().get("cache-control").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("max-age")));
+    Ok(())
+}
+
+async fn a_toy_is_paired_and_revoked_from_the_portal(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let outbox = dirs.outbox();
+    let (guardian, family) = guardian_with_family(&server, &outbox, "ann@example.com", "The Robinsons").await?;
+    let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
+    let mut browser = Browser::new(&server)?;
+    let dashboard = browser.sign_in("ann@example.com", PASSWORD).await?;
+    let csrf = dashboard.csrf()?;
+
+    // The toy asks to pair and shows its code.
+    let toy = CubbyClient::with_http_client(&server.base_url, common::client()?);
+    let key = DeviceKey::generate()?;
+    let start = toy.start_pairing(&key, DeviceKind::Toy, "toy-os 1.0").await?;
+
+    let path = format!("/families/{family}/pair");
+    let wrong = browser.post(&path, &[("csrf", &csrf), ("user_code", "BCDF-GHJK"), ("child_id", &child), ("name", "Bear")]).await?;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.body.contains("this code is unknown or expired"), "{}", wrong.body);
+    let forged = browser.post(&path, &[("user_code", &start.user_code), ("child_id", &child), ("name", "Bear")]).await?;
+    assert_eq!(forged.status, 403);
+    assert_eq!(toy.poll_pairing(&start.device_code).await?, PairingPoll::Pending);
+
+    let paired = browser.post(&path, &[("csrf", &csrf), ("user_code", &start.user_code), ("child_id", &child), ("name", "Bear")]).await?;
+    assert!(paired.is_redirect_to("/"), "{}: {}", paired.status, paired.body);
+    // The toy's next poll (after its interval) brings its credential, which signs it in.
+    let credential = toy.wait_for_pairing(&start, Duration::from_secs(30)).await?;
+    toy.authenticate(&key, &credential.device_id).await?;
+    let page = browser.get("/").await?;
+    assert!(page.body.contains("Bear") && page.body.contains("active"), "{}", page.body);
+
+    // Revoking needs the token too; with it, the API shows the toy revoked.
+    let revoke = format!("/families/{family}/devices/{}/revoke", credential.device_id);
+    assert_eq!(browser.post(&revoke, &[]).await?.status, 403);
+    assert_eq!(devices(&server, &guardian, &family).await?[0]["revoked"], false);
+    assert!(browser.post(&revoke, &[("csrf", &csrf)]).await?.is_redirect_to("/"));
+    let listed = devices(&server, &guardian, &family).await?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["revoked"], true);
+    assert!(browser.get("/").await?.body.contains("revoked"));
+    assert!(toy.authenticate(&key, &credential.device_id).await.is_err(), "a revoked toy signed in");
+    Ok(())
+}
+
+async fn a_guardian_never_sees_or_changes_another_family(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let outbox = dirs.outbox();
+    let (ann, robinsons) = guardian_with_family(&server, &outbox, "ann@example.com", "The Robinsons").await?;
+    let sam = api::child(&server, &ann, &robinsons, "Samwise", "6_8").await?;
+    // Bob's family has not consented yet.
+    let bob = api::guardian(&server, &outbox, "bob@example.com", PASSWORD).await?;
+    let bakers = api::family(&server, &bob, "The Bakers").await?;
+
+    let mut browser = Browser::new(&server)?;
+    let dashboard = browser.sign_in("bob@example.com", PASSWORD).await?;
+    assert!(dashboard.body.contains("The Bakers"));
+    assert!(!dashboard.body.contains("Robinsons") && !dashboard.body.contains("Samwise"), "{}", dashboard.body);
+    assert!(!dashboard.body.contains(&robinsons) && !dashboard.body.contains(&sam));
+    // Consent first, said in plain words with the notice linked.
+    assert!(dashboard.body.contains("must agree to the"), "{}", dashboard.body);
+    let csrf = dashboard.csrf()?;
+    let refused = browser.post(&format!("/families/{bakers}/children"), &[("csrf", &csrf), ("nickname", "Kim"), ("age_band", "6_8")]).await?;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("consent"), "{}", refused.body);
+    assert!(nicknames(&server, &bob, &bakers).await?.is_empty());
+
+    // Bob's own valid session and token do not reach Ann's family.
+    let foreign = browser.post(&format!("/families/{robinsons}/children"), &[("csrf", &csrf), ("nickname", "Kim"), ("age_band", "6_8")]).await?;
+    assert_eq!(foreign.status, 404);
+    assert!(!foreign.body.contains("Robinsons") && !foreign.body.contains("Samwise"));
+    assert_eq!(nicknames(&server, &ann, &robinsons).await?, ["Samwise"]);
+
+    let toy = CubbyClient::with_http_client(&server.base_url, common::client()?);
+    let start = toy.start_pairing(&DeviceKey::generate()?, DeviceKind::Toy, "toy-os 1.0").await?;
+    let fields = [("csrf", csrf.as_str()), ("user_code", &start.user_code), ("child_id", &sam), ("name", "Bear")];
+    assert_eq!(browser.post(&format!("/families/{robinsons}/pair"), &fields).await?.status, 404);
+    assert_eq!(toy.poll_pairing(&start.device_code).await?, PairingPoll::Pending);
+    Ok(())
+}
+
+/// Under TLS the same pages add HSTS and mark their cookies Secure (checked by the browser
+/// on every answer).
+#[tokio::test]
+async fn under_tls_the_portal_insists_on_https() -> TestResult {
+    let dirs = Dirs::new()?;
+    let mut args = dirs.args(None);
+    args.push("--tls-self-signed".to_owned());
+    let server = Server::start(&args)?;
+    assert!(server.base_url.starts_with("https://"), "{}", server.base_url);
+    let outbox = dirs.outbox();
+    guardian_with_family(&server, &outbox, "ann@example.com", "The Robinsons").await?;
+    let mut browser = Browser::new(&server)?;
+    assert!(browser.get("/").await?.is_redirect_to("/sign-in"));
+    let dashboard = browser.sign_in("ann@example.com", PASSWORD).await?;
+    assert!(dashboard.body.contains("The Robinsons"));
+    assert!(browser.cookies.contains_key("cubby_session"));
+    Ok(())
+}
+
+on_both_engines!(
+    a_guardian_signs_in_and_adds_a_child,
+    a_toy_is_paired_and_revoked_from_the_portal,
+    a_guardian_never_sees_or_changes_another_family,
+);
