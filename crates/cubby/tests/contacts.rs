@@ -328,11 +328,7 @@ async fn a_supervised_childs_conversations_include_its_guardians(postgres: bool)
     let a = family(&server, &outbox, "a", "Ava").await?;
     let grandma = api::guardian(&server, &outbox, "grandma@example.org", PASSWORD).await?;
     let grandma_family = api::family(&server, &grandma, "Grandma's").await?;
-    let (status, body) = api::post(&server, &format!("{}/invite", contacts_path(&a)), Some(&a.guardian.token), json!({"email": "grandma@example.org"})).await?;
-    ok(status, &body, "the invitation")?;
-    let token = api::outbox_token(&outbox, "grandma@example.org", "invites you")?;
-    let (status, body) = api::post(&server, "/api/v1/contact-invites/accept", Some(&grandma.token), json!({"token": token})).await?;
-    ok(status, &body, "the acceptance")?;
+    api::adult_contact(&server, &outbox, &a.guardian, &a.id, &a.child, &grandma, "grandma@example.org").await?;
     let local = tempfile::tempdir()?;
     let ava = device(&server, local.path(), "ava-toy", &a.guardian, &a.id, Some(&a.child)).await?;
     let mum = device(&server, local.path(), "mum-phone", &a.guardian, &a.id, None).await?;

@@ -95,12 +95,7 @@ async fn conversation(server: &Server, dir: &Path, family: &Family) -> Fallible<
 async fn add_grandparent(server: &Server, dir: &Path, outbox: &Path, family: &Family, c: &Conversation) -> Fallible<Messenger> {
     let grandma = api::guardian(server, outbox, "grandma@example.org", "correct horse battery staple").await?;
     let own_family = api::family(server, &grandma, "Grandma's").await?;
-    let invite = format!("/api/v1/families/{}/children/{}/contacts/invite", family.id, family.child);
-    let (status, body) = api::post(server, &invite, Some(&family.alice.token), json!({"email": "grandma@example.org"})).await?;
-    assert_eq!(status, 202, "{body}");
-    let token = api::outbox_token(outbox, "grandma@example.org", "invites you")?;
-    let (status, body) = api::post(server, "/api/v1/contact-invites/accept", Some(&grandma.token), json!({"token": token})).await?;
-    assert_eq!(status, 200, "{body}");
+    api::adult_contact(server, outbox, &family.alice, &family.id, &family.child, &grandma, "grandma@example.org").await?;
     let phone = paired(server, dir, "grandma-phone", &grandma, &own_family, None).await?.messenger;
     c.alice.messenger.invite(&c.chat, phone.device_id()).await?;
     let events = phone.sync(IDLE).await?;

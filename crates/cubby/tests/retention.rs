@@ -97,12 +97,7 @@ async fn nothing_of_the_conversation_outlives_its_retention(postgres: bool) -> T
     api::consent(&server, &outbox, &mum, &family).await?;
     let child = api::child(&server, &mum, &family, "Ava", "6_8").await?;
     let (grandma, grandma_family) = guardian_with_family(&server, &outbox, "grandma@example.org", "Grandma's").await?;
-    let invite = format!("/api/v1/families/{family}/children/{child}/contacts/invite");
-    let (status, _) = api::post(&server, &invite, Some(&mum.token), json!({"email": "grandma@example.org"})).await?;
-    assert_eq!(status, 202);
-    let token = api::outbox_token(&outbox, "grandma@example.org", "invites you")?;
-    let (status, _) = api::post(&server, "/api/v1/contact-invites/accept", Some(&grandma.token), json!({"token": token})).await?;
-    assert_eq!(status, 200);
+    api::adult_contact(&server, &outbox, &mum, &family, &child, &grandma, "grandma@example.org").await?;
     // The family keeps undelivered things a week.
     let retention = format!("/api/v1/families/{family}/message-retention");
     let (status, _) = api::put(&server, &retention, Some(&mum.token), json!({"days": 7})).await?;

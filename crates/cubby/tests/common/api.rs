@@ -49,8 +49,13 @@ fn newest_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
     Err(format!("no mail to {to} about {subject:?} in {}", outbox.display()).into())
 }
 
-pub async fn post(server: &Server, path: &str, token: Option<&str>, body: Value) -> Fallible<(u16, Value)> {
-    let mut request = client()?.post(server.url(path)).json(&body);
+/// A JSON call with an optional bearer token: the status and the JSON answer (`null`
+/// when the body is not JSON).
+pub async fn call(server: &Server, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Fallible<(u16, Value)> {
+    let mut request = client()?.request(method, server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -58,39 +63,38 @@ pub async fn post(server: &Server, path: &str, token: Option<&str>, body: Value)
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+pub async fn post(server: &Server, path: &str, token: Option<&str>, body: Value) -> Fallible<(u16, Value)> {
+    call(server, reqwest::Method::POST, path, token, Some(body)).await
 }
 
 pub async fn put(server: &Server, path: &str, token: Option<&str>, body: Value) -> Fallible<(u16, Value)> {
-    let mut request = client()?.put(server.url(path)).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    call(server, reqwest::Method::PUT, path, token, Some(body)).await
 }
 
 pub async fn delete(server: &Server, path: &str, token: Option<&str>) -> Fallible<(u16, Value)> {
-    let mut request = client()?.delete(server.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    call(server, reqwest::Method::DELETE, path, token, None).await
 }
 
 pub async fn get(server: &Server, path: &str, token: Option<&str>) -> Fallible<(u16, Value)> {
-    let mut request = client()?.get(server.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    call(server, reqwest::Method::GET, path, token, None).await
+}
+
+/// `adult` (signed in, with the given address) becomes an approved contact of the child:
+/// its guardian invites the address, the adult accepts the mailed token.
+pub async fn adult_contact(server: &Server, outbox: &Path, guardian: &Session, family: &str, child: &str, adult: &Session, email: &str) -> Fallible<Value> {
+    let invite = format!("/api/v1/families/{family}/children/{child}/contacts/invite");
+    let (status, body) = post(server, &invite, Some(&guardian.token), json!({"email": email})).await?;
+    if status != 202 {
+        return Err(format!("the contact invitation answered {status}: {body}").into());
     }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    let token = outbox_token(outbox, email, "invites you")?;
+    let (status, body) = post(server, "/api/v1/contact-invites/accept", Some(&adult.token), json!({"token": token})).await?;
+    if status != 200 {
+        return Err(format!("accepting the contact invitation answered {status}: {body}").into());
+    }
+    Ok(body)
 }
 
 /// How many mails to `to` about `subject` hold a token.
