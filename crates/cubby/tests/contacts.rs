@@ -332,7 +332,7 @@ async fn a_supervised_childs_conversations_include_its_guardians(postgres: bool)
     let local = tempfile::tempdir()?;
     let ava = device(&server, local.path(), "ava-toy", &a.guardian, &a.id, Some(&a.child)).await?;
     let mum = device(&server, local.path(), "mum-phone", &a.guardian, &a.id, None).await?;
-    let granny = device(&server, local.path(), "grandma-phone", &grandma, &grandma_family, None).await?;
+    let (granny, granny_secret) = paired_device_at(&server, &server.base_url, local.path(), "grandma-phone", &grandma, &grandma_family, None).await?;
 
     // A conversation from before supervision.
     let before = granny.create_conversation().await?;
@@ -343,6 +343,16 @@ async fn a_supervised_childs_conversations_include_its_guardians(postgres: bool)
     let supervision = format!("/api/v1/families/{}/children/{}/supervision", a.id, a.child);
     let (status, body) = api::put(&server, &supervision, Some(&a.guardian.token), json!({"supervised": true})).await?;
     ok(status, &body, "supervision")?;
+
+    // The toy alone is refused: its guardians' devices must come in the same commit.
+    let alone = granny.create_conversation().await?;
+    let granny_token = device_token(&server, granny_secret, granny.device_id()).await?;
+    let (status, body) = api::post(&server, &format!("/api/v1/devices/{}/key-package", ava.device_id()), Some(&granny_token), json!({})).await?;
+    ok(status, &body, "claiming the toy's KeyPackage")?;
+    assert_eq!(body["join_with"], json!([mum.device_id()]), "{body}");
+    let package = BASE64.decode(body["key_package"].as_str().ok_or("no package")?)?;
+    refused(granny.add_with_key_package(&alone, &package, Some(ava.device_id())).await, "supervision_required")?;
+    assert_eq!(members(&granny, &alone).await?, vec![granny.device_id().to_owned()]);
 
     // A new conversation: the toy comes with mum's phone.
     let chat = granny.create_conversation().await?;
