@@ -15,8 +15,8 @@ use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
-const CSP: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; report-uri /csp-reports";
 
 async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
     if postgres {

@@ -26,11 +26,18 @@ pub struct ErrorLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CspLabels {
+    /// The policy directive a browser reported broken (one of a fixed list, or `other`).
+    pub directive: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub csp_violations: Family<CspLabels, Counter>,
 }
 
 impl Metrics {
@@ -44,7 +51,9 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request", latency.clone());
         registry.register("http_errors", "HTTP error answers, by error code", errors.clone());
-        Self { registry, requests, latency, errors }
+        let csp_violations = Family::<CspLabels, Counter>::default();
+        registry.register("csp_violations", "Content-Security-Policy violations browsers reported", csp_violations.clone());
+        Self { registry, requests, latency, errors, csp_violations }
     }
 
     /// The OpenMetrics text exposition, which Prometheus scrapes.

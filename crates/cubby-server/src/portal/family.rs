@@ -115,7 +115,7 @@ pub async fn render(state: &AppState, guardian: &Guardian, csrf: &str, notice: O
             }
         }
     };
-    page(status, layout("Your family", Some(csrf), main))
+    page(status, layout("Your family", super::Nav::signed_in(csrf), main))
 }
 
 fn children_section(family: &FamilyView, csrf: &str, notice: Option<&Notice>) -> Markup {
@@ -191,4 +191,8 @@ pub async fn add_child(State(state): State<AppState>, headers: HeaderMap, Path(f
         Err(error) if error.code() == ErrorCode::NotFound => problem(&error, Some(&csrf)),
         Err(error) => render(&state, &guardian, &csrf, Some(Notice::from_error(&family, FormKind::AddChild, &error))).await,
     }
+}
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
 }

@@ -3,9 +3,16 @@
 //! same authorisation, validation and audit as `/api/v1`: it is a second face, not a
 //! second implementation. Not part of the OpenAPI document (these are pages, not API).
 
+mod contacts;
+mod csp_report;
+mod devices;
 mod family;
 mod pair;
+mod privacy;
+mod reports;
+mod security;
 mod session;
+mod sign_up;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,14 +26,19 @@ use maud::{DOCTYPE, Markup, html};
 use serde::de::DeserializeOwned;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::config::TlsSettings;
 use crate::http::auth::{Guardian, authenticate, csrf_token, session_token};
 use crate::http::error::status_for;
 use crate::http::{ApiError, AppState};
 
 /// No inline script or style can run, nothing loads from elsewhere, no page can frame us,
 /// and forms only post back here: an injected tag has nothing to work with.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Violations are reported to [`CSP_REPORTS`], so an attempt shows in the metrics and logs.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; report-uri /csp-reports";
+
+/// Where browsers report Content-Security-Policy violations.
+pub const CSP_REPORTS: &str = "/csp-reports";
 
 const STYLESHEET: &str = include_str!("portal.css");
 /// The stylesheet's address changes with each release, so browsers may keep it a year.
@@ -44,6 +56,14 @@ pub fn routes(tls: bool) -> Router<AppState> {
         .route("/families/{family}/children", post(family::add_child))
         .route("/families/{family}/pair", post(pair::approve))
         .route("/families/{family}/devices/{device}/revoke", post(pair::revoke))
+        .merge(sign_up::routes())
+        .merge(family::routes())
+        .merge(devices::routes())
+        .merge(contacts::routes())
+        .merge(reports::routes())
+        .merge(privacy::routes())
+        .merge(security::routes())
+        .route(CSP_REPORTS, post(csp_report::receive))
         .route(STYLESHEET_PATH, get(stylesheet))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -76,8 +96,30 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-/// The frame of every page. `csrf` is given when signed in (for the sign-out button).
-fn layout(title: &str, csrf: Option<&str>, main: Markup) -> Markup {
+/// What a page's frame offers: nothing before sign-in; the sign-out button (with its CSRF
+/// token) and the account link after; and a family's sections on that family's pages.
+#[derive(Clone, Copy, Default)]
+pub struct Nav<'a> {
+    pub csrf: Option<&'a str>,
+    pub family: Option<&'a str>,
+}
+
+impl<'a> Nav<'a> {
+    pub fn signed_in(csrf: &'a str) -> Self {
+        Self { csrf: Some(csrf), family: None }
+    }
+
+    pub fn family(csrf: &'a str, family: &'a str) -> Self {
+        Self { csrf: Some(csrf), family: Some(family) }
+    }
+}
+
+/// The sections of a family's pages, in the order the navigation shows them.
+pub const FAMILY_SECTIONS: [(&str, &str); 5] =
+    [("devices", "Toys and devices"), ("contacts", "Contacts"), ("reports", "Reports"), ("privacy", "Privacy"), ("security", "Security")];
+
+/// The frame of every page.
+fn layout(title: &str, nav: Nav<'_>, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -88,16 +130,28 @@ fn layout(title: &str, csrf: Option<&str>, main: Markup) -> Markup {
                 link rel="stylesheet" href=(STYLESHEET_PATH);
             }
             body {
+                a.skip href="#main" { "Skip to the page" }
                 header {
                     a.brand href="/" { "Cubby" }
-                    @if let Some(csrf) = csrf {
-                        form.inline method="post" action="/sign-out" {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" { "Sign out" }
+                    @if let Some(csrf) = nav.csrf {
+                        nav.account aria-label="Account" {
+                            a href="/account" { "Your account" }
+                            form.inline method="post" action="/sign-out" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button type="submit" { "Sign out" }
+                            }
                         }
                     }
                 }
-                main { (main) }
+                @if let Some(family) = nav.family {
+                    nav.sections aria-label="Family" {
+                        a href="/" { "Family" }
+                        @for (section, label) in FAMILY_SECTIONS {
+                            a href=(format!("/families/{family}/{section}")) { (label) }
+                        }
+                    }
+                }
+                main id="main" { (main) }
                 footer { a href=(PRIVACY_NOTICE) { "Privacy notice" } }
             }
         }
@@ -112,11 +166,52 @@ fn page(status: StatusCode, markup: Markup) -> Response {
 /// A page that only explains what went wrong, in the API's words (never a trace).
 fn problem(error: &ApiError, csrf: Option<&str>) -> Response {
     let status = status_for(error.code());
-    page(status, layout("Something went wrong", csrf, html! {
+    page(status, layout("Something went wrong", Nav { csrf, family: None }, html! {
         h1 { "That did not work" }
         p.error role="alert" { (error.message()) }
         p { a href="/" { "Back to your family" } }
     }))
+}
+
+/// An error to show beside the form that caused it, in plain words. `form` is the form's
+/// id on the page (e.g. `add-child-<family>`), so only that form shows it.
+pub struct Notice {
+    pub form: String,
+    pub message: String,
+    pub status: StatusCode,
+}
+
+impl Notice {
+    pub fn new(form: impl Into<String>, error: &ApiError) -> Self {
+        Self { form: form.into(), message: error.message().to_owned(), status: status_for(error.code()) }
+    }
+
+    /// The message for `form`, if the notice is about it.
+    pub fn for_form<'a>(notice: Option<&'a Self>, form: &str) -> Option<&'a str> {
+        notice.filter(|n| n.form == form).map(|n| n.message.as_str())
+    }
+
+    /// The page's status: the error's, or 200 without one.
+    pub fn status(notice: Option<&Self>) -> StatusCode {
+        notice.map_or(StatusCode::OK, |n| n.status)
+    }
+}
+
+/// The error paragraph beside a form (nothing without an error). Marked by a word and a
+/// border as well as colour, and announced to screen readers.
+pub fn error_for(notice: Option<&Notice>, form: &str) -> Markup {
+    html! {
+        @if let Some(message) = Notice::for_form(notice, form) {
+            p.error role="alert" id=(format!("{form}-error")) { (message) }
+        }
+    }
+}
+
+/// The body of a form that carries nothing but its CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
 }
 
 /// Decodes a form body; a malformed one is answered like any invalid input.
@@ -134,10 +229,69 @@ async fn signed_in(state: &AppState, headers: &HeaderMap, change: Option<&str>) 
             Ok((guardian, csrf))
         }
         Err(error) if error.code() == ErrorCode::Unauthenticated => Err(Redirect::to("/sign-in").into_response()),
-        Err(error) if error.code() == ErrorCode::CsrfRejected => Err(problem(
-            &ApiError::new(ErrorCode::CsrfRejected, "this form is out of date or did not come from Cubby: reload the page and try again"),
-            None,
-        )),
+        Err(error) if error.code() == ErrorCode::CsrfRejected => Err(problem(&csrf_rejected(), None)),
         Err(error) => Err(problem(&error, None)),
     }
+}
+
+/// Before a session exists (sign up, sign in, a password reset, an emailed link), forms are
+/// tied to a random cookie of their own: their CSRF token is a MAC of it, so another site
+/// can neither post them nor sign a parent into its own account.
+pub mod anonymous {
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use axum::response::Response;
+    use cubby_crypto::{new_token, token_hash};
+
+    use super::{TlsSettings, problem};
+    use crate::http::auth::csrf_token;
+    use crate::http::{ApiError, AppState};
+
+    const FORM_COOKIE: &str = "cubby_form";
+
+    fn nonce(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(FORM_COOKIE)?.strip_prefix('='))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The browser's form nonce (a new one if it has none) and the CSRF token for it. Put
+    /// the token in the form and pass the nonce to [`remember`] on the response.
+    pub fn token(state: &AppState, headers: &HeaderMap) -> Result<(String, String), Response> {
+        let nonce = match nonce(headers) {
+            Some(nonce) => nonce,
+            None => new_token().map(|(nonce, _)| nonce).map_err(|error| problem(&ApiError::from(error), None))?,
+        };
+        let csrf = csrf_token(state, &nonce);
+        Ok((nonce, csrf))
+    }
+
+    /// Sets the nonce cookie the form's token was made from.
+    pub fn remember(state: &AppState, response: &mut Response, nonce: &str) {
+        let secure = if state.config.tls != TlsSettings::None { "; Secure" } else { "" };
+        let cookie = format!("{FORM_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600{secure}");
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+
+    /// Checks a posted form's token against the browser's nonce cookie; returns the nonce
+    /// (to re-render the form with) or the page refusing the post.
+    pub fn check(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Response> {
+        let nonce = nonce(headers).unwrap_or_default();
+        // Compared as hashes, so timing says nothing about the expected token.
+        if nonce.is_empty() || token_hash(csrf) != token_hash(&csrf_token(state, &nonce)) {
+            return Err(problem(&super::csrf_rejected(), None));
+        }
+        Ok(nonce)
+    }
+}
+
+/// The answer to a form that did not come from one of our pages (or is out of date).
+pub fn csrf_rejected() -> ApiError {
+    ApiError::new(ErrorCode::CsrfRejected, "this form is out of date or did not come from Cubby: reload the page and try again")
 }

@@ -51,7 +51,7 @@ fn sign_in_nonce(headers: &HeaderMap) -> Option<String> {
 
 fn render(state: &AppState, status: StatusCode, nonce: &str, email: &str, error: Option<&str>) -> Response {
     let csrf = csrf_token(state, nonce);
-    let markup = layout("Sign in", None, html! {
+    let markup = layout("Sign in", super::Nav::default(), html! {
         h1 { "Sign in" }
         form method="post" action="/sign-in" {
             input type="hidden" name="csrf" value=(csrf);
