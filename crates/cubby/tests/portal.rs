@@ -5,18 +5,14 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use common::api::{self, Session};
+use common::portal::{Browser, PASSWORD};
 use common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::Value;
-
-const PASSWORD: &str = "correct horse battery staple";
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-     frame-ancestors 'none'; base-uri 'none'; report-uri /csp-reports";
 
 async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
     if postgres {
@@ -25,123 +21,6 @@ async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
     } else {
         Ok(Server::start(&dirs.args(None))?)
     }
-}
-
-/// One page as the browser got it.
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Page {
-    /// The CSRF token the page's first form carries.
-    fn csrf(&self) -> Fallible<String> {
-        let marker = r#"name="csrf" value=""#;
-        let start = self.body.find(marker).ok_or("the page has no form with a CSRF token")? + marker.len();
-        let end = self.body[start..].find('"').ok_or("unterminated CSRF value")?;
-        Ok(self.body[start..start + end].to_owned())
-    }
-
-    fn is_redirect_to(&self, path: &str) -> bool {
-        self.status == 303 && self.location.as_deref() == Some(path)
-    }
-}
-
-/// A browser: keeps the cookies it is sent, follows no redirect by itself (so tests see
-/// them), and checks every answer's security headers.
-struct Browser<'a> {
-    server: &'a Server,
-    http: reqwest::Client,
-    cookies: BTreeMap<String, String>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(server: &'a Server) -> Fallible<Self> {
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self { server, http, cookies: BTreeMap::new() })
-    }
-
-    async fn get(&mut self, path: &str) -> Fallible<Page> {
-        let request = self.http.get(self.server.url(path));
-        self.send(request).await
-    }
-
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Fallible<Page> {
-        let request = self
-            .http
-            .post(self.server.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_body(fields));
-        self.send(request).await
-    }
-
-    async fn send(&mut self, mut request: reqwest::RequestBuilder) -> Fallible<Page> {
-        if !self.cookies.is_empty() {
-            let header: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            request = request.header("cookie", header.join("; "));
-        }
-        let response = request.send().await?;
-        let headers = response.headers().clone();
-        for (name, expected) in [
-            ("content-security-policy", CSP),
-            ("x-frame-options", "DENY"),
-            ("referrer-policy", "no-referrer"),
-            ("x-content-type-options", "nosniff"),
-        ] {
-            let got = headers.get(name).and_then(|v| v.to_str().ok());
-            assert_eq!(got, Some(expected), "{name} on {}", response.url());
-        }
-        // Over HTTPS the browser is told to stay on it, and cookies never travel in clear.
-        let tls = self.server.base_url.starts_with("https://");
-        let hsts = headers.get("strict-transport-security").and_then(|v| v.to_str().ok());
-        assert_eq!(hsts, tls.then_some("max-age=31536000"), "HSTS on {}", response.url());
-        for cookie in headers.get_all("set-cookie") {
-            let cookie = cookie.to_str()?;
-            let pair = cookie.split(';').next().unwrap_or_default();
-            let (name, value) = pair.split_once('=').ok_or("a cookie without a value")?;
-            if value.is_empty() || cookie.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-                assert_eq!(cookie.contains("; Secure"), tls, "{cookie}");
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        let status = response.status().as_u16();
-        let location = headers.get("location").and_then(|v| v.to_str().ok()).map(ToOwned::to_owned);
-        Ok(Page { status, location, body: response.text().await? })
-    }
-
-    /// Signs in through the form; returns the dashboard.
-    async fn sign_in(&mut self, email: &str, password: &str) -> Fallible<Page> {
-        let form = self.get("/sign-in").await?;
-        assert_eq!(form.status, 200);
-        let csrf = form.csrf()?;
-        let signed_in = self.post("/sign-in", &[("csrf", &csrf), ("email", email), ("password", password)]).await?;
-        if !signed_in.is_redirect_to("/") {
-            return Err(format!("signing in answered {}: {}", signed_in.status, signed_in.body).into());
-        }
-        self.get("/").await
-    }
-}
-
-/// `application/x-www-form-urlencoded`, as a browser encodes a form.
-fn form_body(fields: &[(&str, &str)]) -> String {
-    let encode = |text: &str| {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
-                b' ' => "+".to_owned(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// A guardian with a family whose consent is given.

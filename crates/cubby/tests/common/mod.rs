@@ -6,6 +6,7 @@
 pub mod api;
 pub mod devices;
 pub mod media;
+pub mod portal;
 
 /// Expands scenarios `async fn NAME(postgres: bool) -> TestResult` into one test per
 /// engine: `sqlite::NAME` and `postgres::NAME` (a fresh database each).
