@@ -142,22 +142,23 @@ async fn a_toy_is_paired_and_revoked_from_the_portal(postgres: bool) -> TestResu
     assert_eq!(toy.poll_pairing(&start.device_code).await?, PairingPoll::Pending);
 
     let paired = browser.post(&path, &[("csrf", &csrf), ("user_code", &start.user_code), ("child_id", &child), ("name", "Bear")]).await?;
-    assert!(paired.is_redirect_to("/"), "{}: {}", paired.status, paired.body);
+    let devices_page = format!("/families/{family}/devices");
+    assert!(paired.is_redirect_to(&devices_page), "{}: {}", paired.status, paired.body);
     // The toy's next poll (after its interval) brings its credential, which signs it in.
     let credential = toy.wait_for_pairing(&start, Duration::from_secs(30)).await?;
     toy.authenticate(&key, &credential.device_id).await?;
-    let page = browser.get("/").await?;
+    let page = browser.get(&devices_page).await?;
     assert!(page.body.contains("Bear") && page.body.contains("active"), "{}", page.body);
 
     // Revoking needs the token too; with it, the API shows the toy revoked.
     let revoke = format!("/families/{family}/devices/{}/revoke", credential.device_id);
     assert_eq!(browser.post(&revoke, &[]).await?.status, 403);
     assert_eq!(devices(&server, &guardian, &family).await?[0]["revoked"], false);
-    assert!(browser.post(&revoke, &[("csrf", &csrf)]).await?.is_redirect_to("/"));
+    assert!(browser.post(&revoke, &[("csrf", &csrf)]).await?.is_redirect_to(&devices_page));
     let listed = devices(&server, &guardian, &family).await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["revoked"], true);
-    assert!(browser.get("/").await?.body.contains("revoked"));
+    assert!(browser.get(&devices_page).await?.body.contains("revoked"));
     assert!(toy.authenticate(&key, &credential.device_id).await.is_err(), "a revoked toy signed in");
     Ok(())
 }
@@ -222,4 +223,158 @@ on_both_engines!(
     a_guardian_signs_in_and_adds_a_child,
     a_toy_is_paired_and_revoked_from_the_portal,
     a_guardian_never_sees_or_changes_another_family,
+    every_page_and_form_keeps_to_its_own_family,
 );
+
+/// A form as found on a page: its action and its fields' names and values.
+type FoundForm = (String, Vec<(String, String)>);
+
+/// Every `href` and form of a page.
+fn links_and_forms(body: &str) -> (Vec<String>, Vec<FoundForm>) {
+    let unescape = |text: &str| text.replace("&amp;", "&").replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">");
+    let attribute = |tag: &str, name: &str| {
+        let tag = format!(" {tag}");
+        let marker = format!(" {name}=\"");
+        let start = tag.find(&marker)? + marker.len();
+        let end = tag[start..].find('"')?;
+        Some(unescape(&tag[start..start + end]))
+    };
+    let links = body.split("<a ").skip(1).filter_map(|tag| attribute(&tag[..tag.find('>').unwrap_or(tag.len())], "href")).collect();
+    let mut forms = Vec::new();
+    for form in body.split("<form").skip(1) {
+        let form = &form[..form.find("</form>").unwrap_or(form.len())];
+        let Some(action) = attribute(&form[..form.find('>').unwrap_or(form.len())], "action") else { continue };
+        let fields = form
+            .split("<input")
+            .skip(1)
+            .chain(form.split("<select").skip(1))
+            .filter_map(|tag| {
+                let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+                let name = attribute(tag, "name")?;
+                let value = attribute(tag, "value").unwrap_or_else(|| "1".to_owned());
+                Some((name, value))
+            })
+            .collect();
+        forms.push((action, fields));
+    }
+    (links, forms)
+}
+
+/// What a family's guardian can read about it through the API, for "nothing changed".
+async fn family_state(server: &Server, guardian: &Session, family: &str, children: &[&str]) -> Fallible<Vec<Value>> {
+    let mut paths = vec![
+        "/api/v1/families".to_owned(),
+        format!("/api/v1/families/{family}/children"),
+        format!("/api/v1/families/{family}/devices"),
+        format!("/api/v1/families/{family}/consent"),
+        format!("/api/v1/families/{family}/message-retention"),
+        format!("/api/v1/families/{family}/reports"),
+        "/api/v1/me".to_owned(),
+    ];
+    for child in children {
+        paths.push(format!("/api/v1/families/{family}/children/{child}/contacts"));
+        paths.push(format!("/api/v1/families/{family}/children/{child}/quiet-hours"));
+        paths.push(format!("/api/v1/families/{family}/children/{child}/supervision"));
+    }
+    let mut state = Vec::new();
+    for path in paths {
+        let (status, body) = api::get(server, &path, Some(&guardian.token)).await?;
+        state.push(serde_json::json!({"path": path, "status": status, "body": body}));
+    }
+    Ok(state)
+}
+
+/// Pages anyone may open (the rest need a session).
+const PUBLIC_PAGES: [&str; 4] = ["/sign-in", "/sign-up", "/forgot-password", "/api/v1/privacy-notice"];
+
+/// Crawls the portal as a guardian with a full family (a child, a toy, a contact), then
+/// replays every page and every form it found, with the real form fields, as nobody and
+/// as another family's guardian: no page opens without a session, none of them shows the
+/// family to the other guardian, and no post changes anything the API reports.
+async fn every_page_and_form_keeps_to_its_own_family(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = start(&dirs, postgres).await?;
+    let outbox = dirs.outbox();
+    let (ann, robinsons) = guardian_with_family(&server, &outbox, "ann@example.com", "The Robinsons").await?;
+    let sam = api::child(&server, &ann, &robinsons, "Samwise", "6_8").await?;
+    let toys = dirs.root.path().join("toys");
+    std::fs::create_dir_all(&toys)?;
+    let _toy = common::devices::device(&server, &toys, "Rosie", &ann, &robinsons, Some(&sam)).await?;
+    let (bob, bakers) = guardian_with_family(&server, &outbox, "bob@example.com", "The Bakers").await?;
+    let kim = api::child(&server, &bob, &bakers, "Kimberley", "6_8").await?;
+    let code = api::contact_code(&server, &bob, &bakers, &kim).await?;
+    api::redeem_contact_code(&server, &ann, &robinsons, &sam, &code).await?;
+    let before = family_state(&server, &ann, &robinsons, &[&sam]).await?;
+
+    // Ann's portal, page by page from the dashboard.
+    let mut browser = Browser::new(&server)?;
+    browser.sign_in("ann@example.com", PASSWORD).await?;
+    let mut pages = vec!["/".to_owned()];
+    let mut forms = Vec::new();
+    let mut at = 0;
+    while at < pages.len() {
+        let path = pages[at].clone();
+        at += 1;
+        let page = browser.get(&path).await?;
+        assert_eq!(page.status, 200, "{path} answered {}: {}", page.status, page.body);
+        let (links, found) = links_and_forms(&page.body);
+        for link in links {
+            let link = link.split('#').next().unwrap_or_default().to_owned();
+            let own = link.starts_with('/') && !link.starts_with("//") && !link.starts_with("/api/") && !link.starts_with("/assets/");
+            if own && !link.is_empty() && !pages.contains(&link) {
+                pages.push(link);
+            }
+        }
+        for form in found {
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    for section in ["devices", "contacts", "reports", "privacy", "security", "consent"] {
+        let page = format!("/families/{robinsons}/{section}");
+        assert!(pages.contains(&page), "the crawl never reached {page}: {pages:?}");
+    }
+    let family_forms: Vec<_> = forms.iter().filter(|(action, _)| action.contains(&robinsons)).collect();
+    assert!(family_forms.len() >= 10, "only {} forms of the family were found: {forms:?}", family_forms.len());
+
+    // Nobody: every page but the public ones sends to sign in; no post does anything.
+    let mut nobody = Browser::new(&server)?;
+    for path in &pages {
+        let page = nobody.get(path).await?;
+        if PUBLIC_PAGES.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        assert_eq!(page.status, 303, "{path} opened without a session");
+        assert!(page.location.as_deref().is_some_and(|l| l.starts_with("/sign-in")), "{path}: {:?}", page.location);
+    }
+    for (action, fields) in &forms {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let answer = nobody.post(action, &fields).await?;
+        let to_sign_in = answer.status == 303 && answer.location.as_deref().is_some_and(|l| l.starts_with("/sign-in"));
+        assert!(to_sign_in || (400..500).contains(&answer.status), "{action} without a session answered {}", answer.status);
+        assert!(!answer.body.contains("Samwise") && !answer.body.contains("Robinsons"), "{action}: {}", answer.body);
+    }
+
+    // Bob, signed in with his own session and CSRF token: Ann's family is not there.
+    let mut other = Browser::new(&server)?;
+    let dashboard = other.sign_in("bob@example.com", PASSWORD).await?;
+    let bobs_csrf = dashboard.csrf()?;
+    for path in pages.iter().filter(|p| p.contains(&robinsons) || p.contains(&sam)) {
+        let page = other.get(path).await?;
+        assert_eq!(page.status, 404, "{path} answered {} to another family's guardian", page.status);
+        for secret in ["Robinsons", "Samwise", "Rosie", "ann@example.com"] {
+            assert!(!page.body.contains(secret), "{path} showed {secret} to another family's guardian");
+        }
+    }
+    for (action, fields) in &family_forms {
+        let fields: Vec<(&str, &str)> =
+            fields.iter().map(|(k, v)| (k.as_str(), if k == "csrf" { bobs_csrf.as_str() } else { v.as_str() })).collect();
+        let answer = other.post(action, &fields).await?;
+        assert!((400..500).contains(&answer.status), "{action} by another family's guardian answered {}", answer.status);
+        assert!(!answer.body.contains("Samwise") && !answer.body.contains("Robinsons"), "{action}: {}", answer.body);
+    }
+
+    assert_eq!(family_state(&server, &ann, &robinsons, &[&sam]).await?, before, "a refused request changed the family");
+    Ok(())
+}

@@ -285,6 +285,19 @@ pub struct FamilyExport {
     pub contacts: Vec<super::contacts::ChildContacts>,
     /// The children's reports (until they expire).
     pub reports: Vec<super::reports::ReportView>,
+    /// The family's toys and apps, revoked ones included.
+    pub devices: Vec<super::devices::DeviceView>,
+    /// Each child's quiet hours and daily limit (`null`: none).
+    pub quiet_hours: Vec<ChildQuietHours>,
+    pub message_retention: super::retention::MessageRetention,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChildQuietHours {
+    #[schema(value_type = String)]
+    pub child_id: cubby_core::ChildId,
+    #[schema(value_type = Option<super::quiet_hours::QuietHoursDoc>)]
+    pub quiet_hours: Option<cubby_core::quiet_hours::QuietHours>,
 }
 
 /// Everything Cubby holds about the family, as one JSON document.
@@ -300,14 +313,18 @@ pub async fn export(
     guardian: Guardian,
     Path(family): Path<String>,
 ) -> Result<ApiJson<FamilyExport>, ApiError> {
+    let ApiJson(devices) = super::devices::list(State(state.clone()), guardian.clone(), Path(family.clone())).await?;
+    let ApiJson(message_retention) = super::retention::get(State(state.clone()), guardian.clone(), Path(family.clone())).await?;
     let family = allowed(&guardian, &family, Action::Read)?;
     let store = state.vault.store();
     let mut children = Vec::new();
     let mut contacts = Vec::new();
+    let mut quiet_hours = Vec::new();
     for row in store.children(family).await? {
         // A child whose key is gone (deleted, its row restored from a backup) is not there.
         let Some(child) = state.vault.open_child(&row).await? else { continue };
         contacts.push(super::contacts::child_contacts(&state, family, row.id).await?);
+        quiet_hours.push(ChildQuietHours { child_id: row.id, quiet_hours: state.vault.quiet_hours(family, row.id).await? });
         children.push(child);
     }
     let account = store.account(guardian.account).await?.ok_or_else(ApiError::not_found)?;
@@ -322,5 +339,8 @@ pub async fn export(
         security_events: family_events(&state, family).await?,
         contacts,
         reports: super::reports::family_reports(&state, family).await?,
+        devices,
+        quiet_hours,
+        message_retention,
     }))
 }

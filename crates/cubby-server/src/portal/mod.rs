@@ -5,9 +5,9 @@
 
 mod contacts;
 mod csp_report;
+mod dates;
 mod devices;
 mod family;
-mod pair;
 mod privacy;
 mod reports;
 mod security;
@@ -53,9 +53,6 @@ pub fn routes(tls: bool) -> Router<AppState> {
         .route("/", get(family::dashboard))
         .route("/sign-in", get(session::sign_in_page).post(session::sign_in))
         .route("/sign-out", post(session::sign_out))
-        .route("/families/{family}/children", post(family::add_child))
-        .route("/families/{family}/pair", post(pair::approve))
-        .route("/families/{family}/devices/{device}/revoke", post(pair::revoke))
         .merge(sign_up::routes())
         .merge(family::routes())
         .merge(devices::routes())
@@ -261,6 +258,7 @@ pub mod anonymous {
 
     /// The browser's form nonce (a new one if it has none) and the CSRF token for it. Put
     /// the token in the form and pass the nonce to [`remember`] on the response.
+    #[allow(clippy::result_large_err)] // the error is the page to answer with, returned at once
     pub fn token(state: &AppState, headers: &HeaderMap) -> Result<(String, String), Response> {
         let nonce = match nonce(headers) {
             Some(nonce) => nonce,
@@ -281,6 +279,7 @@ pub mod anonymous {
 
     /// Checks a posted form's token against the browser's nonce cookie; returns the nonce
     /// (to re-render the form with) or the page refusing the post.
+    #[allow(clippy::result_large_err)] // the error is the page to answer with, returned at once
     pub fn check(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Response> {
         let nonce = nonce(headers).unwrap_or_default();
         // Compared as hashes, so timing says nothing about the expected token.

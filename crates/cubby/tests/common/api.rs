@@ -51,7 +51,13 @@ fn newest_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
 
 /// A JSON call with an optional bearer token: the status and the JSON answer (`null`
 /// when the body is not JSON).
-pub async fn call(server: &Server, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Fallible<(u16, Value)> {
+pub async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Fallible<(u16, Value)> {
     let mut request = client()?.request(method, server.url(path));
     if let Some(body) = body {
         request = request.json(&body);
@@ -83,7 +89,15 @@ pub async fn get(server: &Server, path: &str, token: Option<&str>) -> Fallible<(
 
 /// `adult` (signed in, with the given address) becomes an approved contact of the child:
 /// its guardian invites the address, the adult accepts the mailed token.
-pub async fn adult_contact(server: &Server, outbox: &Path, guardian: &Session, family: &str, child: &str, adult: &Session, email: &str) -> Fallible<Value> {
+pub async fn adult_contact(
+    server: &Server,
+    outbox: &Path,
+    guardian: &Session,
+    family: &str,
+    child: &str,
+    adult: &Session,
+    email: &str,
+) -> Fallible<Value> {
     let invite = format!("/api/v1/families/{family}/children/{child}/contacts/invite");
     let (status, body) = post(server, &invite, Some(&guardian.token), json!({"email": email})).await?;
     if status != 202 {
@@ -104,9 +118,7 @@ fn token_mails(outbox: &Path, to: &str, subject: &str) -> usize {
     entries
         .filter_map(Result::ok)
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter(|text| {
-            text.lines().any(|l| l == to_line) && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject))
-        })
+        .filter(|text| text.lines().any(|l| l == to_line) && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject)))
         .count()
 }
 
@@ -164,8 +176,7 @@ pub async fn consent(server: &Server, outbox: &Path, session: &Session, family: 
     let (_, notice) = get(server, "/api/v1/privacy-notice", None).await?;
     let version = notice["version"].as_u64().ok_or("notice without version")?;
     let path = format!("/api/v1/families/{family}/consent");
-    let (status, body) =
-        post(server, &path, Some(&session.token), json!({"notice_version": version, "method": "email_plus"})).await?;
+    let (status, body) = post(server, &path, Some(&session.token), json!({"notice_version": version, "method": "email_plus"})).await?;
     if status != 202 {
         return Err(format!("consent answered {status}: {body}").into());
     }
@@ -180,8 +191,7 @@ pub async fn consent(server: &Server, outbox: &Path, session: &Session, family: 
 /// Adds a child and returns its id.
 pub async fn child(server: &Server, session: &Session, family: &str, nickname: &str, age_band: &str) -> Fallible<String> {
     let path = format!("/api/v1/families/{family}/children");
-    let (status, body) =
-        post(server, &path, Some(&session.token), json!({"nickname": nickname, "age_band": age_band})).await?;
+    let (status, body) = post(server, &path, Some(&session.token), json!({"nickname": nickname, "age_band": age_band})).await?;
     if status != 201 {
         return Err(format!("child creation answered {status}: {body}").into());
     }
@@ -225,14 +235,7 @@ pub async fn only_contact(server: &Server, session: &Session, family: &str, chil
 
 /// A guardian invites the adult at `email` to be a contact of `child` of `family`; returns
 /// the token from the mail.
-pub async fn contact_invite(
-    server: &Server,
-    outbox: &Path,
-    session: &Session,
-    family: &str,
-    child: &str,
-    email: &str,
-) -> Fallible<String> {
+pub async fn contact_invite(server: &Server, outbox: &Path, session: &Session, family: &str, child: &str, email: &str) -> Fallible<String> {
     let path = format!("/api/v1/families/{family}/children/{child}/contacts/invite");
     let (status, body) = post(server, &path, Some(&session.token), json!({"email": email})).await?;
     if status != 202 {

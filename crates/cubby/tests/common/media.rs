@@ -39,9 +39,8 @@ impl BlobStore {
     /// A fresh bucket on the test S3 server.
     pub fn s3() -> Fallible<Self> {
         let var = |name: &str| {
-            std::env::var(name).map_err(|_| {
-                format!("{name} is not set: run the tests with scripts/test, which starts an S3-compatible server (s3s-fs)")
-            })
+            std::env::var(name)
+                .map_err(|_| format!("{name} is not set: run the tests with scripts/test, which starts an S3-compatible server (s3s-fs)"))
         };
         let (endpoint, root) = (var(S3_ENDPOINT_VAR)?, PathBuf::from(var(S3_ROOT_VAR)?));
         let (access_key, secret_key) = (var(S3_ACCESS_KEY_VAR)?, var(S3_SECRET_KEY_VAR)?);

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod api;
+pub mod chromium;
 pub mod devices;
 pub mod media;
 pub mod portal;
@@ -57,12 +58,8 @@ impl Dirs {
 
     /// `--data-dir … --key-dir …`, plus a database URL when given.
     pub fn args(&self, database_url: Option<&str>) -> Vec<String> {
-        let mut args = vec![
-            "--data-dir".to_owned(),
-            self.data().display().to_string(),
-            "--key-dir".to_owned(),
-            self.keys().display().to_string(),
-        ];
+        let mut args =
+            vec!["--data-dir".to_owned(), self.data().display().to_string(), "--key-dir".to_owned(), self.keys().display().to_string()];
         if let Some(url) = database_url {
             args.extend(["--database-url".to_owned(), url.to_owned()]);
         }

@@ -69,11 +69,8 @@ impl<'a> Browser<'a> {
     }
 
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Fallible<Page> {
-        let request = self
-            .http
-            .post(self.server.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_body(fields));
+        let request =
+            self.http.post(self.server.url(path)).header("content-type", "application/x-www-form-urlencoded").body(form_body(fields));
         self.send(request).await
     }
 
@@ -140,4 +137,3 @@ pub fn form_body(fields: &[(&str, &str)]) -> String {
     };
     fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
-
