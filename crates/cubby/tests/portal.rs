@@ -5,44 +5,13 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD};
+use common::portal::{Browser, PASSWORD, guardian_with_family, start};
 use common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::Value;
-
-async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
-    if postgres {
-        let url = cubby_store::testing::fresh_postgres_database().await?;
-        Ok(Server::start(&dirs.args(Some(&url)))?)
-    } else {
-        Ok(Server::start(&dirs.args(None))?)
-    }
-}
-
-/// A guardian with a family whose consent is given.
-async fn guardian_with_family(server: &Server, outbox: &Path, email: &str, family: &str) -> Fallible<(Session, String)> {
-    let guardian = api::guardian(server, outbox, email, PASSWORD).await?;
-    let id = api::family(server, &guardian, family).await?;
-    api::consent(server, outbox, &guardian, &id).await?;
-    Ok((guardian, id))
-}
-
-async fn nicknames(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<String>> {
-    let (status, children) = api::get(server, &format!("/api/v1/families/{family}/children"), Some(&guardian.token)).await?;
-    assert_eq!(status, 200, "{children}");
-    let children = children.as_array().ok_or("children are not a list")?;
-    Ok(children.iter().filter_map(|c| c["nickname"].as_str().map(ToOwned::to_owned)).collect())
-}
-
-async fn devices(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<Value>> {
-    let (status, devices) = api::get(server, &format!("/api/v1/families/{family}/devices"), Some(&guardian.token)).await?;
-    assert_eq!(status, 200, "{devices}");
-    Ok(devices.as_array().ok_or("devices are not a list")?.clone())
-}
 
 async fn a_guardian_signs_in_and_adds_a_child(postgres: bool) -> TestResult {
     let dirs = Dirs::new()?;
@@ -86,7 +55,7 @@ async fn a_guardian_signs_in_and_adds_a_child(postgres: bool) -> TestResult {
     assert_eq!(missing.status, 403);
     let wrong = browser.post(&path, &[("csrf", &"0".repeat(64)), ("nickname", "Sam"), ("age_band", "6_8")]).await?;
     assert_eq!(wrong.status, 403);
-    assert_eq!(nicknames(&server, &guardian, &family).await?, ["<script>alert(1)</script>"]);
+    assert_eq!(api::nicknames(&server, &guardian, &family).await?, ["<script>alert(1)</script>"]);
 
     // A bad nickname is explained next to the field; a good one is added.
     let empty = browser.post(&path, &[("csrf", &csrf), ("nickname", "  "), ("age_band", "6_8")]).await?;
@@ -94,7 +63,7 @@ async fn a_guardian_signs_in_and_adds_a_child(postgres: bool) -> TestResult {
     assert!(empty.body.contains("a nickname must be 1 to 40 characters"), "{}", empty.body);
     let added = browser.post(&path, &[("csrf", &csrf), ("nickname", "Sam"), ("age_band", "9_12")]).await?;
     assert!(added.is_redirect_to("/"), "{}: {}", added.status, added.body);
-    let mut names = nicknames(&server, &guardian, &family).await?;
+    let mut names = api::nicknames(&server, &guardian, &family).await?;
     names.sort();
     assert_eq!(names, ["<script>alert(1)</script>", "Sam"]);
     assert!(browser.get("/").await?.body.contains("Sam"));
@@ -153,9 +122,9 @@ async fn a_toy_is_paired_and_revoked_from_the_portal(postgres: bool) -> TestResu
     // Revoking needs the token too; with it, the API shows the toy revoked.
     let revoke = format!("/families/{family}/devices/{}/revoke", credential.device_id);
     assert_eq!(browser.post(&revoke, &[]).await?.status, 403);
-    assert_eq!(devices(&server, &guardian, &family).await?[0]["revoked"], false);
+    assert_eq!(api::devices(&server, &guardian, &family).await?[0]["revoked"], false);
     assert!(browser.post(&revoke, &[("csrf", &csrf)]).await?.is_redirect_to(&devices_page));
-    let listed = devices(&server, &guardian, &family).await?;
+    let listed = api::devices(&server, &guardian, &family).await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["revoked"], true);
     assert!(browser.get(&devices_page).await?.body.contains("revoked"));
@@ -184,13 +153,13 @@ async fn a_guardian_never_sees_or_changes_another_family(postgres: bool) -> Test
     let refused = browser.post(&format!("/families/{bakers}/children"), &[("csrf", &csrf), ("nickname", "Kim"), ("age_band", "6_8")]).await?;
     assert_eq!(refused.status, 403);
     assert!(refused.body.contains("consent"), "{}", refused.body);
-    assert!(nicknames(&server, &bob, &bakers).await?.is_empty());
+    assert!(api::nicknames(&server, &bob, &bakers).await?.is_empty());
 
     // Bob's own valid session and token do not reach Ann's family.
     let foreign = browser.post(&format!("/families/{robinsons}/children"), &[("csrf", &csrf), ("nickname", "Kim"), ("age_band", "6_8")]).await?;
     assert_eq!(foreign.status, 404);
     assert!(!foreign.body.contains("Robinsons") && !foreign.body.contains("Samwise"));
-    assert_eq!(nicknames(&server, &ann, &robinsons).await?, ["Samwise"]);
+    assert_eq!(api::nicknames(&server, &ann, &robinsons).await?, ["Samwise"]);
 
     let toy = CubbyClient::with_http_client(&server.base_url, common::client()?);
     let start = toy.start_pairing(&DeviceKey::generate()?, DeviceKind::Toy, "toy-os 1.0").await?;

@@ -6,44 +6,17 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
-
 use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD};
+use common::portal::{Browser, PASSWORD, guardian_with_family, start};
 use common::{Dirs, Fallible, Server, TestResult};
 use serde_json::Value;
 
-async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
-    if postgres {
-        let url = cubby_store::testing::fresh_postgres_database().await?;
-        Ok(Server::start(&dirs.args(Some(&url)))?)
-    } else {
-        Ok(Server::start(&dirs.args(None))?)
-    }
-}
-
-/// A guardian with a family whose consent is given.
-async fn guardian_with_family(server: &Server, outbox: &Path, email: &str, family: &str) -> Fallible<(Session, String)> {
-    let guardian = api::guardian(server, outbox, email, PASSWORD).await?;
-    let id = api::family(server, &guardian, family).await?;
-    api::consent(server, outbox, &guardian, &id).await?;
-    Ok((guardian, id))
-}
-
-async fn api_get(server: &Server, path: &str, guardian: &Session) -> Fallible<Value> {
-    let (status, body) = api::get(server, path, Some(&guardian.token)).await?;
-    if status != 200 {
-        return Err(format!("GET {path} answered {status}: {body}").into());
-    }
-    Ok(body)
-}
-
 async fn consent_status(server: &Server, guardian: &Session, family: &str) -> Fallible<Value> {
-    api_get(server, &format!("/api/v1/families/{family}/consent"), guardian).await
+    api::read(server, guardian, &format!("/api/v1/families/{family}/consent")).await
 }
 
 async fn family_ids(server: &Server, guardian: &Session) -> Fallible<Vec<String>> {
-    let families = api_get(server, "/api/v1/families", guardian).await?;
+    let families = api::read(server, guardian, "/api/v1/families").await?;
     let families = families.as_array().ok_or("families are not a list")?;
     Ok(families.iter().filter_map(|f| f["id"].as_str().map(ToOwned::to_owned)).collect())
 }
@@ -51,18 +24,6 @@ async fn family_ids(server: &Server, guardian: &Session) -> Fallible<Vec<String>
 /// The status of an API call with the guardian's bearer token (401 once signed out).
 async fn me_status(server: &Server, token: &str) -> Fallible<u16> {
     Ok(api::get(server, "/api/v1/me", Some(token)).await?.0)
-}
-
-/// How many mails to `to` about `subject` are in the outbox now (no waiting: for checking
-/// that a refused form sent nothing).
-fn mails(outbox: &Path, to: &str, subject: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(outbox) else { return 0 };
-    let to = format!("To: {to}");
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-        .filter(|text| text.lines().any(|l| l == to) && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject)))
-        .count()
 }
 
 fn assert_contains(body: &str, needles: &[&str]) {
@@ -96,7 +57,7 @@ async fn a_new_parent_signs_up_consents_and_adds_a_child(postgres: bool) -> Test
     assert_contains(&weak.body, &[r#"id="password-error""#, "at least 12 characters", r#"value="ann@example.com""#]);
     // Without the form's token, nothing happens either.
     assert_eq!(browser.post("/sign-up", &[("email", email), ("password", PASSWORD)]).await?.status, 403);
-    assert_eq!(mails(&outbox, email, "Confirm your email"), 0);
+    assert_eq!(api::mails(&outbox, email, "Confirm your email"), 0);
 
     let signed_up = browser.post("/sign-up", &[("csrf", &csrf), ("email", email), ("password", PASSWORD)]).await?;
     assert!(signed_up.is_redirect_to("/sign-up/sent"), "{}: {}", signed_up.status, signed_up.body);
@@ -156,7 +117,7 @@ async fn a_new_parent_signs_up_consents_and_adds_a_child(postgres: bool) -> Test
     assert_contains(&unticked.body, &[r#"id="consent-error""#, "tick the box"]);
     let fields = [("csrf", csrf.as_str()), ("notice_version", &version), ("agree", "yes")];
     assert_eq!(browser.post(&consent_path, &fields[1..]).await?.status, 403);
-    assert_eq!(mails(&outbox, email, "Confirm your parental consent"), 0);
+    assert_eq!(api::mails(&outbox, email, "Confirm your parental consent"), 0);
     let status = consent_status(&server, &ann, family).await?;
     assert_eq!(status["collection_valid"], false);
     assert_eq!(status["records"].as_array().map(Vec::len), Some(0));
@@ -183,7 +144,7 @@ async fn a_new_parent_signs_up_consents_and_adds_a_child(postgres: bool) -> Test
         .post(&format!("/families/{family}/children"), &[("csrf", &csrf), ("nickname", "Sam"), ("age_band", "6_8")])
         .await?;
     assert!(added.is_redirect_to("/"), "{}: {}", added.status, added.body);
-    let children = api_get(&server, &format!("/api/v1/families/{family}/children"), &ann).await?;
+    let children = api::read(&server, &ann, &format!("/api/v1/families/{family}/children")).await?;
     assert_eq!(children[0]["nickname"], "Sam");
     assert_contains(&browser.get("/").await?.body, &["Sam", "6 to 8"]);
 
@@ -259,7 +220,7 @@ async fn a_co_guardian_accepts_an_invitation_from_the_page(postgres: bool) -> Te
     assert_eq!(bad.status, 422);
     assert_contains(&bad.body, &[&format!(r#"id="{form}-error""#)]);
     assert_eq!(anns.post(&path, &[("email", "bob@example.com")]).await?.status, 403);
-    assert_eq!(mails(&outbox, "bob@example.com", "invited to a family"), 0);
+    assert_eq!(api::mails(&outbox, "bob@example.com", "invited to a family"), 0);
     let sent = anns.post(&path, &[("csrf", &csrf), ("email", "bob@example.com")]).await?;
     assert!(sent.is_redirect_to("/?done=invited"), "{}: {}", sent.status, sent.body);
     assert_contains(&anns.get("/?done=invited").await?.body, &["The invitation is on its way"]);
@@ -445,12 +406,12 @@ async fn pages_refuse_other_families_forged_posts_and_foreign_redirects(postgres
     assert_eq!(status["collection_valid"], true);
     assert_eq!(status["records"].as_array().map(Vec::len), Some(1));
     assert_eq!(family_ids(&server, &ann).await?, [robinsons]);
-    assert_eq!(mails(&outbox, "eve@example.com", "invited"), 0);
+    assert_eq!(api::mails(&outbox, "eve@example.com", "invited"), 0);
 
     // Posts without the form's token change nothing.
     let own = format!("/families/{bakers}/consent");
     assert_eq!(browser.post(&own, &fields[1..]).await?.status, 403);
-    assert_eq!(mails(&outbox, "bob@example.com", "Confirm your parental consent"), 0);
+    assert_eq!(api::mails(&outbox, "bob@example.com", "Confirm your parental consent"), 0);
     assert_eq!(browser.post("/families", &[("name", "Another")]).await?.status, 403);
     assert_eq!(family_ids(&server, &bob).await?, [bakers]);
     // A mangled body is refused in words, never a crash.

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::api::{self, Session};
 use common::chromium::Chromium;
-use common::portal::PASSWORD;
+use common::portal::{PASSWORD, guardian_with_family, start};
 use common::{Dirs, Fallible, Server, TestResult};
 use fantoccini::Locator;
+use fantoccini::key::Key;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -68,22 +69,13 @@ async fn wait_for_violation(server: &Server, directive: &str) -> Fallible<u64> {
 
 /// A guardian with a consented family, signed in to the portal in `browser`.
 async fn signed_in_guardian(server: &Server, dirs: &Dirs, browser: &Chromium, email: &str) -> Fallible<(Session, String)> {
-    let guardian = api::guardian(server, &dirs.outbox(), email, PASSWORD).await?;
-    let family = api::family(server, &guardian, "The Testers").await?;
-    api::consent(server, &dirs.outbox(), &guardian, &family).await?;
+    let (guardian, family) = guardian_with_family(server, &dirs.outbox(), email, "The Testers").await?;
     browser.open(&server.url("/sign-in")).await?;
     browser.fill("sign-in", "email", email).await?;
     browser.fill("sign-in", "password", PASSWORD).await?;
     browser.submit("sign-in").await?;
     assert_eq!(browser.path().await?, "/", "signed in, the browser lands on the family page");
     Ok((guardian, family))
-}
-
-async fn nicknames(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<String>> {
-    let (status, children) = api::get(server, &format!("/api/v1/families/{family}/children"), Some(&guardian.token)).await?;
-    assert_eq!(status, 200, "{children}");
-    let children = children.as_array().ok_or("children are not a list")?;
-    Ok(children.iter().filter_map(|c| c["nickname"].as_str().map(ToOwned::to_owned)).collect())
 }
 
 #[tokio::test]
@@ -177,12 +169,12 @@ async fn a_form_posted_from_another_site_changes_nothing() -> TestResult {
     let text = browser.main_text().await?;
     assert!(text.contains("did not come from Cubby"), "{text}");
 
-    assert!(nicknames(&server, &guardian, &family).await?.is_empty(), "a forged post added a child");
+    assert!(api::nicknames(&server, &guardian, &family).await?.is_empty(), "a forged post added a child");
     // The real form still works in the same browser.
     browser.open(&server.url("/")).await?;
     browser.fill(&format!("add-child-{family}"), "nickname", "Real").await?;
     browser.submit(&format!("add-child-{family}")).await?;
-    assert_eq!(nicknames(&server, &guardian, &family).await?, ["Real"]);
+    assert_eq!(api::nicknames(&server, &guardian, &family).await?, ["Real"]);
     browser.quit().await?;
     Ok(())
 }
@@ -234,11 +226,7 @@ async fn mailed_token(dirs: &Dirs, to: &str, subject: &str) -> Fallible<String> 
 /// page is read as a parent would, and the API is asked what really happened.
 async fn a_parent_goes_from_sign_up_to_deleting_a_child(postgres: bool) -> TestResult {
     let dirs = Dirs::new()?;
-    let server = if postgres {
-        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
-    } else {
-        Server::start(&dirs.args(None))?
-    };
+    let server = start(&dirs, postgres).await?;
     let browser = Chromium::start().await?;
     let email = "maria@example.com";
     let shots = |name: &str| format!("{}-{name}", if postgres { "postgres" } else { "sqlite" });
@@ -309,10 +297,12 @@ async fn a_parent_goes_from_sign_up_to_deleting_a_child(postgres: bool) -> TestR
     let key = cubby_client::DeviceKey::generate()?;
     let start = toy.start_pairing(&key, cubby_client::DeviceKind::Toy, "toy-os 1.0").await?;
     browser.client.find(Locator::Css(&format!("a[href=\"/families/{family}/devices\"]"))).await?.click().await?;
-    browser.fill("pair", "user_code", &start.user_code).await?;
-    browser.choose("pair", "child_id", "Lucía").await?;
-    browser.fill("pair", "name", "Bunny").await?;
-    browser.submit("pair").await?;
+    // With the keyboard alone: Tab to the code, type it, Tab past the child (Lucía is the
+    // only one) to the name, Enter.
+    browser.tab_to("user_code").await?;
+    let (tab, enter) = (Key::Tab.to_string(), Key::Enter.to_string());
+    let typed = format!("{}{tab}{tab}Bunny{enter}", start.user_code);
+    browser.next_page(|| browser.keyboard(&typed)).await?;
     let credential = toy.wait_for_pairing(&start, Duration::from_secs(30)).await?;
     let session = toy.authenticate(&key, &credential.device_id).await?;
     // The toy collects its credential after the approval: the page, reloaded, lists it.

@@ -10,21 +10,12 @@ use std::time::Duration;
 
 use common::api::{self, Session};
 use common::devices::device;
-use common::portal::{Browser, PASSWORD, Page};
+use common::portal::{Browser, PASSWORD, Page, family_with_child, start};
 use common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::Event;
 use serde_json::{Value, json};
 
 const IDLE: Duration = Duration::from_millis(700);
-
-async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
-    if postgres {
-        let url = cubby_store::testing::fresh_postgres_database().await?;
-        Ok(Server::start(&dirs.args(Some(&url)))?)
-    } else {
-        Ok(Server::start(&dirs.args(None))?)
-    }
-}
 
 /// A family with one consenting guardian (`parent-{tag}@example.org`) and one child.
 struct Family {
@@ -53,10 +44,8 @@ impl Family {
 }
 
 async fn family(server: &Server, outbox: &Path, tag: &str, nickname: &str) -> Fallible<Family> {
-    let guardian = api::guardian(server, outbox, &format!("parent-{tag}@example.org"), PASSWORD).await?;
-    let id = api::family(server, &guardian, &format!("Family {tag}")).await?;
-    api::consent(server, outbox, &guardian, &id).await?;
-    let child = api::child(server, &guardian, &id, nickname, "6_8").await?;
+    let email = format!("parent-{tag}@example.org");
+    let (guardian, id, child) = family_with_child(server, outbox, &email, &format!("Family {tag}"), nickname).await?;
     Ok(Family { guardian, id, child })
 }
 
@@ -85,15 +74,6 @@ async fn reports(server: &Server, family: &Family) -> Fallible<Vec<Value>> {
     Ok(body.as_array().cloned().unwrap_or_default())
 }
 
-/// How many contact invitations the outbox holds for `to` (refused forms send none).
-fn invitations_to(outbox: &Path, to: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(outbox) else { return 0 };
-    let to_line = format!("To: {to}");
-    let is_invitation =
-        |mail: &str| mail.lines().any(|l| l == to_line) && mail.lines().any(|l| l.starts_with("Subject:") && l.contains("invites you"));
-    entries.filter_map(Result::ok).filter_map(|e| std::fs::read_to_string(e.path()).ok()).filter(|m| is_invitation(m)).count()
-}
-
 /// The text of the element with this `id` (the page escapes nothing in a code or a name
 /// used here, so the raw text is the value).
 fn element_text(page: &Page, id: &str) -> Fallible<String> {
@@ -106,6 +86,16 @@ fn element_text(page: &Page, id: &str) -> Fallible<String> {
 /// The error paragraph shown beside the form `id`, if any.
 fn error_beside(page: &Page, form: &str) -> Option<String> {
     element_text(page, &format!("{form}-error")).ok()
+}
+
+/// Families "a" (Ava) and "b" (Ben): Ben's family redeemed Ava's contact code through the
+/// API, so Ava's side (the returned id) waits for her family's approval.
+async fn ava_and_ben_asking_to_talk(server: &Server, outbox: &Path) -> Fallible<(Family, Family, String)> {
+    let (a, b) = (family(server, outbox, "a", "Ava").await?, family(server, outbox, "b", "Ben").await?);
+    let code = api::contact_code(server, &a.guardian, &a.id, &a.child).await?;
+    api::redeem_contact_code(server, &b.guardian, &b.id, &b.child, &code).await?;
+    let contact = api::only_contact(server, &a.guardian, &a.id, &a.child, "needs_your_approval").await?;
+    Ok((a, b, contact))
 }
 
 /// `a`'s guardian makes a contact code on the page; `b`'s guardian redeems it through the
@@ -241,7 +231,7 @@ async fn supervision_and_an_invited_adult_from_the_page(postgres: bool) -> TestR
     assert_eq!(bad.status, 422);
     assert!(error_beside(&bad, &invite).is_some(), "{}", bad.body);
     assert_eq!(browser.post(&a.child_form("invite"), &[("email", "grandma@example.org")]).await?.status, 403);
-    assert_eq!(invitations_to(&outbox, "grandma@example.org"), 0, "an invitation left without the token");
+    assert_eq!(api::mails(&outbox, "grandma@example.org", "invites you"), 0, "an invitation left without the token");
     let sent = browser.post(&a.child_form("invite"), &[("csrf", &csrf), ("email", "grandma@example.org")]).await?;
     let after = format!("{}?invited={}", a.page(), a.child);
     assert!(sent.is_redirect_to(&after), "{}: {:?} {}", sent.status, sent.location, sent.body);
@@ -285,10 +275,7 @@ async fn a_toys_report_is_escalated_and_dismissed_from_the_page(postgres: bool) 
     let dirs = Dirs::new()?;
     let server = start(&dirs, postgres).await?;
     let outbox = dirs.outbox();
-    let (a, b) = (family(&server, &outbox, "a", "Ava").await?, family(&server, &outbox, "b", "Ben").await?);
-    let code = api::contact_code(&server, &a.guardian, &a.id, &a.child).await?;
-    api::redeem_contact_code(&server, &b.guardian, &b.id, &b.child, &code).await?;
-    let contact = api::only_contact(&server, &a.guardian, &a.id, &a.child, "needs_your_approval").await?;
+    let (a, b, contact) = ava_and_ben_asking_to_talk(&server, &outbox).await?;
     let (status, body) = api::post(
         &server,
         &format!("/api/v1/families/{}/children/{}/contacts/{contact}/approve", a.id, a.child),
@@ -386,10 +373,7 @@ async fn another_familys_guardian_gets_404_and_changes_nothing(postgres: bool) -
     let dirs = Dirs::new()?;
     let server = start(&dirs, postgres).await?;
     let outbox = dirs.outbox();
-    let (a, b) = (family(&server, &outbox, "a", "Ava").await?, family(&server, &outbox, "b", "Ben").await?);
-    let code = api::contact_code(&server, &a.guardian, &a.id, &a.child).await?;
-    api::redeem_contact_code(&server, &b.guardian, &b.id, &b.child, &code).await?;
-    let contact = api::only_contact(&server, &a.guardian, &a.id, &a.child, "needs_your_approval").await?;
+    let (a, b, contact) = ava_and_ben_asking_to_talk(&server, &outbox).await?;
     let spare = api::contact_code(&server, &b.guardian, &b.id, &b.child).await?;
 
     let mut browser = Browser::new(&server)?;
@@ -422,7 +406,7 @@ async fn another_familys_guardian_gets_404_and_changes_nothing(postgres: bool) -
 
     assert_eq!(statuses(&contacts(&server, &a).await?), ["needs_your_approval"]);
     assert!(!supervised(&server, &a).await?);
-    assert_eq!(invitations_to(&outbox, "stranger@example.org"), 0, "an invitation left");
+    assert_eq!(api::mails(&outbox, "stranger@example.org", "invites you"), 0, "an invitation left");
     // B's spare code was not used up by the refused redeem.
     api::redeem_contact_code(&server, &a.guardian, &a.id, &a.child, &spare).await?;
 

@@ -5,41 +5,14 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
-
 use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD, Page};
+use common::portal::{Browser, PASSWORD, Page, family_with_child, start};
 use common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::{Value, json};
 
-async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
-    if postgres {
-        let url = cubby_store::testing::fresh_postgres_database().await?;
-        Ok(Server::start(&dirs.args(Some(&url)))?)
-    } else {
-        Ok(Server::start(&dirs.args(None))?)
-    }
-}
-
-/// A guardian with a family whose consent is given, and a child in it.
-async fn family_with_child(server: &Server, outbox: &Path, email: &str, family: &str, child: &str) -> Fallible<(Session, String, String)> {
-    let guardian = api::guardian(server, outbox, email, PASSWORD).await?;
-    let id = api::family(server, &guardian, family).await?;
-    api::consent(server, outbox, &guardian, &id).await?;
-    let child = api::child(server, &guardian, &id, child, "6_8").await?;
-    Ok((guardian, id, child))
-}
-
-/// What the API answers `guardian` at `path` (asserting a 200).
-async fn read(server: &Server, guardian: &Session, path: &str) -> Fallible<Value> {
-    let (status, body) = api::get(server, path, Some(&guardian.token)).await?;
-    assert_eq!(status, 200, "{path}: {body}");
-    Ok(body)
-}
-
 async fn only_device(server: &Server, guardian: &Session, family: &str) -> Fallible<Value> {
-    let devices = read(server, guardian, &format!("/api/v1/families/{family}/devices")).await?;
+    let devices = api::read(server, guardian, &format!("/api/v1/families/{family}/devices")).await?;
     let devices = devices.as_array().ok_or("devices are not a list")?;
     assert_eq!(devices.len(), 1, "{devices:?}");
     Ok(devices[0].clone())
@@ -148,7 +121,7 @@ async fn a_toy_is_paired_renamed_quieted_wiped_and_revoked(postgres: bool) -> Te
     ];
     assert_eq!(browser.post(&quiet, &bedtime[1..]).await?.status, 403);
     let api_quiet = format!("/api/v1/families/{family}/children/{sam}/quiet-hours");
-    assert_eq!(read(&server, &ann, &api_quiet).await?, Value::Null);
+    assert_eq!(api::read(&server, &ann, &api_quiet).await?, Value::Null);
     let mut on_mars = bedtime.to_vec();
     on_mars[7] = ("time_zone", "Mars/Olympus_Mons");
     let refused = browser.post(&quiet, &on_mars).await?;
@@ -160,18 +133,18 @@ async fn a_toy_is_paired_renamed_quieted_wiped_and_revoked(postgres: bool) -> Te
     let refused = browser.post(&quiet, &half).await?;
     assert_eq!(refused.status, 422);
     assert!(error_beside(&refused, &format!("quiet-hours-{sam}"), "quiet time 2 needs both a start and an end"), "{}", refused.body);
-    assert_eq!(read(&server, &ann, &api_quiet).await?, Value::Null);
+    assert_eq!(api::read(&server, &ann, &api_quiet).await?, Value::Null);
     assert!(browser.post(&quiet, &bedtime).await?.is_redirect_to(&devices_page));
     let expected = json!({"time_zone": "Europe/Paris", "windows": [{"start": "19:30", "end": "07:00", "days": ["mon", "tue"]}], "daily_limit": 50});
-    assert_eq!(read(&server, &ann, &api_quiet).await?, expected);
+    assert_eq!(api::read(&server, &ann, &api_quiet).await?, expected);
     let page = browser.get(&devices_page).await?;
     assert!(page.body.contains("Quiet from 19:30 to 07:00, starting on Mon, Tue"), "{}", page.body);
     assert!(page.body.contains(r#"value="19:30""#) && page.body.contains(&format!(r#"id="clear-quiet-hours-{sam}""#)));
     let clear = format!("{quiet}/clear");
     assert_eq!(browser.post(&clear, &[]).await?.status, 403);
-    assert_eq!(read(&server, &ann, &api_quiet).await?, expected);
+    assert_eq!(api::read(&server, &ann, &api_quiet).await?, expected);
     assert!(browser.post(&clear, &[("csrf", &csrf)]).await?.is_redirect_to(&devices_page));
-    assert_eq!(read(&server, &ann, &api_quiet).await?, Value::Null);
+    assert_eq!(api::read(&server, &ann, &api_quiet).await?, Value::Null);
 
     // Wiping needs its box ticked; nothing is flagged until it is.
     let wipe = format!("/families/{family}/devices/{device}/wipe");
@@ -229,7 +202,7 @@ async fn privacy_choices_are_made_on_the_privacy_page(postgres: bool) -> TestRes
 
     // Retention: saved as chosen; out of range explained beside the field, nothing saved.
     let api_retention = format!("/api/v1/families/{family}/message-retention");
-    let before = read(&server, &ann, &api_retention).await?;
+    let before = api::read(&server, &ann, &api_retention).await?;
     let retention = format!("/families/{family}/retention");
     for days in ["31", "0", "a week"] {
         let refused = browser.post(&retention, &[("csrf", &csrf), ("days", days), ("keep_history", "yes")]).await?;
@@ -237,9 +210,9 @@ async fn privacy_choices_are_made_on_the_privacy_page(postgres: bool) -> TestRes
         assert!(error_beside(&refused, "retention", "days"), "{}", refused.body);
     }
     assert_eq!(browser.post(&retention, &[("days", "7")]).await?.status, 403);
-    assert_eq!(read(&server, &ann, &api_retention).await?, before);
+    assert_eq!(api::read(&server, &ann, &api_retention).await?, before);
     assert!(browser.post(&retention, &[("csrf", &csrf), ("days", "7")]).await?.is_redirect_to(&privacy));
-    let saved = read(&server, &ann, &api_retention).await?;
+    let saved = api::read(&server, &ann, &api_retention).await?;
     assert_eq!((saved["days"].clone(), saved["keep_history"].clone()), (json!(7), json!(false)));
     assert!(browser.get(&privacy).await?.body.contains("deleted after 7 days"));
 
@@ -247,11 +220,11 @@ async fn privacy_choices_are_made_on_the_privacy_page(postgres: bool) -> TestRes
     let api_consent = format!("/api/v1/families/{family}/consent");
     let third_party = format!("/families/{family}/third-party");
     assert_eq!(browser.post(&third_party, &[("enabled", "yes")]).await?.status, 403);
-    assert_eq!(read(&server, &ann, &api_consent).await?["third_party"], false);
+    assert_eq!(api::read(&server, &ann, &api_consent).await?["third_party"], false);
     assert!(browser.post(&third_party, &[("csrf", &csrf), ("enabled", "yes")]).await?.is_redirect_to(&privacy));
-    assert_eq!(read(&server, &ann, &api_consent).await?["third_party"], true);
+    assert_eq!(api::read(&server, &ann, &api_consent).await?["third_party"], true);
     assert!(browser.post(&third_party, &[("csrf", &csrf)]).await?.is_redirect_to(&privacy));
-    assert_eq!(read(&server, &ann, &api_consent).await?["third_party"], false);
+    assert_eq!(api::read(&server, &ann, &api_consent).await?["third_party"], false);
 
     // The downloads are the API's exports, as files to save, and only for the family.
     let page = browser.get(&privacy).await?;
@@ -265,7 +238,7 @@ async fn privacy_choices_are_made_on_the_privacy_page(postgres: bool) -> TestRes
     let disposition = header(&headers, "content-disposition");
     assert!(disposition.starts_with(r#"attachment; filename="cubby-family-20"#) && disposition.ends_with(r#".json""#), "{disposition}");
     let file: Value = serde_json::from_str(&body)?;
-    let from_api = read(&server, &ann, &format!("/api/v1/families/{family}/export")).await?;
+    let from_api = api::read(&server, &ann, &format!("/api/v1/families/{family}/export")).await?;
     for part in ["family", "your_email", "children", "consent", "contacts", "reports"] {
         assert_eq!(file[part], from_api[part], "{part}");
     }
@@ -275,7 +248,7 @@ async fn privacy_choices_are_made_on_the_privacy_page(postgres: bool) -> TestRes
     assert!(header(&headers, "content-disposition").starts_with(r#"attachment; filename="cubby-child-"#));
     assert_eq!(header(&headers, "cache-control"), "no-store");
     let file: Value = serde_json::from_str(&body)?;
-    assert_eq!(file["child"], read(&server, &ann, &format!("/api/v1/families/{family}/children/{sam}/export")).await?["child"]);
+    assert_eq!(file["child"], api::read(&server, &ann, &format!("/api/v1/families/{family}/children/{sam}/export")).await?["child"]);
 
     // Another family's guardian finds no such file.
     api::guardian(&server, &dirs.outbox(), "bob@example.com", PASSWORD).await?;
@@ -317,14 +290,14 @@ async fn deleting_needs_an_explicit_confirmation(postgres: bool) -> TestResult {
     assert_eq!(unticked.status, 422);
     assert!(error_beside(&unticked, &format!("delete-child-{sam}"), "tick the box"), "{}", unticked.body);
     assert_eq!(browser.post(&delete_sam, &[("confirm", "yes")]).await?.status, 403);
-    assert_eq!(count(read(&server, &ann, &api_children).await?), 2);
+    assert_eq!(count(api::read(&server, &ann, &api_children).await?), 2);
     let deleted = browser.post(&delete_sam, &[("csrf", &csrf), ("confirm", "yes")]).await?;
     assert!(deleted.is_redirect_to(&format!("{privacy}?deleted=child")), "{}: {:?}", deleted.status, deleted.location);
-    let children = read(&server, &ann, &api_children).await?;
+    let children = api::read(&server, &ann, &api_children).await?;
     assert_eq!(count(children.clone()), 1);
     assert_eq!(children[0]["id"], kim.as_str());
     // Sam's toy went with the profile.
-    assert_eq!(read(&server, &ann, &format!("/api/v1/families/{family}/devices")).await?, json!([]));
+    assert_eq!(api::read(&server, &ann, &format!("/api/v1/families/{family}/devices")).await?, json!([]));
     let page = browser.get(&format!("{privacy}?deleted=child")).await?;
     assert!(page.body.contains("profile was deleted") && !page.body.contains(&format!("delete-child-{sam}")), "{}", page.body);
 
@@ -337,7 +310,7 @@ async fn deleting_needs_an_explicit_confirmation(postgres: bool) -> TestResult {
     let unticked = browser.post(&delete_family, &[("csrf", &csrf), ("family_name", "The Robinsons")]).await?;
     assert_eq!(unticked.status, 422);
     assert_eq!(browser.post(&delete_family, &[("family_name", "The Robinsons"), ("confirm", "yes")]).await?.status, 403);
-    read(&server, &ann, &api_family).await?;
+    api::read(&server, &ann, &api_family).await?;
     let gone = browser.post(&delete_family, &[("csrf", &csrf), ("family_name", "The Robinsons"), ("confirm", "yes")]).await?;
     assert!(gone.is_redirect_to("/"), "{}: {}", gone.status, gone.body);
     assert_eq!(api::get(&server, &api_family, Some(&ann.token)).await?.0, 404);

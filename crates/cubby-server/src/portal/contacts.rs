@@ -13,14 +13,16 @@ use axum::routing::{get, post};
 use cubby_core::ErrorCode;
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use super::dates::when_markup;
-use super::{CsrfOnly, Nav, Notice, PRIVACY_NOTICE, error_for, form, layout, page, problem, signed_in};
+use super::{
+    Confirmation, CsrfOnly, Nav, Notice, PRIVACY_NOTICE, error_for, layout, no_session, page, posted, problem, sign_in_then, signed_in,
+    with_csrf,
+};
 use crate::api::accounts::invalid_token;
 use crate::api::contacts::{self, AcceptContactInvite, AcceptedContact, ContactCode, ContactView, InviteAdult, RedeemCode, Supervision};
 use crate::api::{children, families};
-use crate::http::auth::{Guardian, authenticate};
+use crate::http::auth::Guardian;
 use crate::http::{ApiError, ApiJson, AppState};
 use crate::vault::ChildView;
 
@@ -63,47 +65,6 @@ pub(super) async fn family_contacts(state: &AppState, guardian: &Guardian, famil
         found.push(ChildContacts { child, contacts, supervised });
     }
     Ok(found)
-}
-
-/// A posted form: its CSRF token is checked against the session before anything else.
-pub(super) trait Posted: DeserializeOwned {
-    fn csrf(&self) -> &str;
-}
-
-impl Posted for CsrfOnly {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-/// The form's fields, the signed-in guardian and the CSRF token for the page that answers;
-/// or the page refusing the post (malformed, no session, wrong token).
-pub(super) async fn posted<T: Posted>(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(T, Guardian, String), Response> {
-    let fields: T = form(body).map_err(|error| problem(&error, None))?;
-    let (guardian, csrf) = signed_in(state, headers, Some(fields.csrf())).await?;
-    Ok((fields, guardian, csrf))
-}
-
-/// A form whose destructive action needs the "I understand" checkbox ticked.
-#[derive(Deserialize)]
-pub(super) struct Confirmed {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    confirm: Option<String>,
-}
-
-impl Posted for Confirmed {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-impl Confirmed {
-    /// The refusal when the box was not ticked (browsers enforce it too, but not all do).
-    pub fn missing(&self, what: &'static str) -> Option<ApiError> {
-        self.confirm.is_none().then(|| ApiError::new(ErrorCode::InvalidBody, what))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -327,11 +288,7 @@ struct RedeemForm {
     code: String,
 }
 
-impl Posted for RedeemForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+with_csrf!(RedeemForm);
 
 fn redeem_form(family: &str, child: &ChildView, csrf: &str, notice: Option<&Notice>) -> Markup {
     let id = format!("redeem-{}", child.id);
@@ -357,11 +314,7 @@ struct InviteForm {
     email: String,
 }
 
-impl Posted for InviteForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+with_csrf!(InviteForm);
 
 fn invite_form(family: &str, child: &ChildView, csrf: &str, outcome: &Outcome) -> Markup {
     let id = format!("invite-adult-{}", child.id);
@@ -394,11 +347,7 @@ struct SupervisionForm {
     supervised: Option<String>,
 }
 
-impl Posted for SupervisionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+with_csrf!(SupervisionForm);
 
 fn supervision_form(family: &str, entry: &ChildContacts, csrf: &str, notice: Option<&Notice>) -> Markup {
     let child = &entry.child;
@@ -538,12 +487,12 @@ async fn remove(
     Path((family, child, contact)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let (fields, guardian, csrf) = match posted::<Confirmed>(&state, &headers, &body).await {
+    let (fields, guardian, csrf) = match posted::<Confirmation>(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
     let form = format!("remove-{contact}");
-    if let Some(error) = fields.missing("tick the box to confirm that this contact leaves the child's conversations") {
+    if let Err(error) = fields.require("tick the box to confirm that this contact leaves the child's conversations") {
         return answer(&state, &guardian, &csrf, &family, form, Err(error)).await;
     }
     let result = contacts::remove(State(state.clone()), guardian.clone(), Path((family.clone(), child, contact))).await;
@@ -563,19 +512,13 @@ struct AcceptForm {
     token: String,
 }
 
-impl Posted for AcceptForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
+with_csrf!(AcceptForm);
 
 async fn accept_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| serde_urlencoded::from_str::<AcceptForm>(&q).ok()).map(|q| q.token).filter(|t| !t.is_empty());
     let Some(token) = token else { return problem(&invalid_token(), None) };
     // Without a session the page explains instead of sending the adult to sign in blindly.
-    if let Err(error) = authenticate(&state, &headers, None).await
-        && error.code() == ErrorCode::Unauthenticated
-    {
+    if no_session(&state, &headers).await {
         return sign_in_first(&token);
     }
     match signed_in(&state, &headers, None).await {
@@ -585,8 +528,7 @@ async fn accept_page(State(state): State<AppState>, headers: HeaderMap, RawQuery
 }
 
 fn sign_in_first(token: &str) -> Response {
-    let here = format!("/accept-contact?{}", serde_urlencoded::to_string([("token", token)]).unwrap_or_default());
-    let sign_in = format!("/sign-in?{}", serde_urlencoded::to_string([("next", here.as_str())]).unwrap_or_default());
+    let sign_in = sign_in_then("/accept-contact", token);
     let main = html! {
         h1 { "An invitation to talk with a child" }
         p { "A family on Cubby invites you to exchange messages with their child. To accept, use a Cubby account "

@@ -13,7 +13,7 @@ use cubby_core::quiet_hours::{MAX_DAILY_LIMIT, MAX_WINDOWS, QuietHours, Window};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{CsrfOnly, Nav, Notice, PRIVACY_NOTICE, error_for, form, layout, page, problem, signed_in};
+use super::{Confirmation, CsrfOnly, Nav, Notice, PRIVACY_NOTICE, error_for, form, layout, page, posted, problem, signed_in};
 use crate::api::devices::{self, ApprovePairing, DeviceView, RenameDevice};
 use crate::api::families::family_id;
 use crate::api::{children, families, quiet_hours};
@@ -35,13 +35,6 @@ pub fn routes() -> Router<AppState> {
 
 fn devices_url(family: &str) -> String {
     format!("/families/{family}/devices")
-}
-
-/// Shared by the family's pages: the signed-in guardian behind a form post, once the
-/// form's CSRF token has been checked (before any of its other fields is looked at).
-pub(super) async fn poster(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(Guardian, String), Response> {
-    let token: CsrfOnly = form(body).map_err(|error| problem(&error, None))?;
-    signed_in(state, headers, Some(&token.csrf)).await
 }
 
 /// Everything the devices page shows, read through the API's handlers.
@@ -163,8 +156,8 @@ struct PairForm {
 }
 
 async fn pair(State(state): State<AppState>, headers: HeaderMap, client: ClientAddr, Path(family): Path<String>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let (result, typed) = match form::<PairForm>(&body) {
@@ -295,8 +288,8 @@ struct NameForm {
 }
 
 async fn rename(State(state): State<AppState>, headers: HeaderMap, Path((family, device)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let form_id = format!("rename-{device}");
@@ -311,8 +304,8 @@ async fn rename(State(state): State<AppState>, headers: HeaderMap, Path((family,
 }
 
 async fn revoke(State(state): State<AppState>, headers: HeaderMap, Path((family, device)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let form_id = format!("revoke-{device}");
@@ -320,27 +313,9 @@ async fn revoke(State(state): State<AppState>, headers: HeaderMap, Path((family,
     outcome(&state, &guardian, &csrf, &family, &form_id, result, Typed::default()).await
 }
 
-/// A destructive form's required "I understand" checkbox.
-#[derive(Deserialize)]
-pub(super) struct Confirmation {
-    #[serde(default)]
-    confirm: Option<String>,
-}
-
-impl Confirmation {
-    /// Refuses with `missing` unless the box was ticked (browsers enforce `required`; this
-    /// covers any post that skips them).
-    pub(super) fn given(body: &Bytes, missing: &str) -> Result<(), ApiError> {
-        match form::<Confirmation>(body)?.confirm {
-            Some(value) if !value.is_empty() => Ok(()),
-            _ => Err(ApiError::new(ErrorCode::InvalidBody, missing.to_owned())),
-        }
-    }
-}
-
 async fn wipe(State(state): State<AppState>, headers: HeaderMap, Path((family, device)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let form_id = format!("wipe-{device}");
@@ -530,8 +505,8 @@ fn form_problem(fields: &[(String, String)], typed: &QuietHours) -> Option<ApiEr
 }
 
 async fn set_quiet_hours(State(state): State<AppState>, headers: HeaderMap, Path((family, child)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let fields: Vec<(String, String)> = match form(&body) {
@@ -552,8 +527,8 @@ async fn set_quiet_hours(State(state): State<AppState>, headers: HeaderMap, Path
 }
 
 async fn clear_quiet_hours(State(state): State<AppState>, headers: HeaderMap, Path((family, child)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let form_id = format!("clear-quiet-hours-{child}");

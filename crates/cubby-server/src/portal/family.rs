@@ -16,14 +16,16 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::dates::{day, when};
-use super::session::{anonymous_page, posted, query_value, with_csrf};
-use super::sign_up::{TokenForm, anonymous_form, message_page, token_form};
-use super::{FAMILY_SECTIONS, Nav, Notice, PRIVACY_NOTICE, error_for, layout, page, problem, signed_in};
+use super::session::query_value;
+use super::sign_up::{EmailedLink, TokenForm, message_page, token_form};
+use super::{
+    Confirmation, FAMILY_SECTIONS, Nav, Notice, PRIVACY_NOTICE, error_for, layout, no_session, page, posted, problem, sign_in_then, signed_in, with_csrf,
+};
 use crate::api::children::{self, NewChild};
 use crate::api::consent::{self, ConfirmConsent, ConsentStatus, GiveConsent};
 use crate::api::devices;
 use crate::api::families::{self, AcceptInvite, Family, NewFamily, NewInvite};
-use crate::http::auth::{Guardian, authenticate};
+use crate::http::auth::Guardian;
 use crate::http::{ApiError, ApiJson, AppState};
 use crate::vault::ChildView;
 
@@ -57,7 +59,7 @@ fn unticked(what: &'static str) -> ApiError {
     ApiError::new(ErrorCode::InvalidBody, what)
 }
 
-with_csrf!(FamilyForm, ChildForm, EmailForm, ConfirmForm, ConsentForm);
+with_csrf!(FamilyForm, ChildForm, EmailForm, ConsentForm);
 
 #[derive(Deserialize)]
 pub struct FamilyForm {
@@ -83,15 +85,6 @@ pub struct EmailForm {
     csrf: String,
     #[serde(default)]
     email: String,
-}
-
-/// A destructive action's form: its "I understand" box must be ticked.
-#[derive(Deserialize)]
-pub struct ConfirmForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    confirm: String,
 }
 
 #[derive(Deserialize)]
@@ -369,12 +362,11 @@ pub async fn invite(State(state): State<AppState>, headers: HeaderMap, Path(fami
 }
 
 pub async fn leave(State(state): State<AppState>, headers: HeaderMap, Path(family): Path<String>, body: Bytes) -> Response {
-    let (fields, guardian, csrf) = match posted::<ConfirmForm>(&state, &headers, &body).await {
+    let (fields, guardian, csrf) = match posted::<Confirmation>(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    if fields.confirm.is_empty() {
-        let error = unticked("tick the box to confirm that you want to leave this family");
+    if let Err(error) = fields.require("tick the box to confirm that you want to leave this family") {
         return refuse_before_the_api(&state, &guardian, &csrf, &family, leave_form_id(&family), &error).await;
     }
     let result = families::leave(State(state.clone()), guardian.clone(), Path(family.clone())).await;
@@ -586,14 +578,13 @@ pub async fn consent_sent(State(state): State<AppState>, headers: HeaderMap, Pat
 }
 
 pub async fn withdraw_consent(State(state): State<AppState>, headers: HeaderMap, Path(family): Path<String>, body: Bytes) -> Response {
-    let (fields, guardian, csrf) = match posted::<ConfirmForm>(&state, &headers, &body).await {
+    let (fields, guardian, csrf) = match posted::<Confirmation>(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
-    let result = if fields.confirm.is_empty() {
-        Err(unticked("tick the box to confirm that you want to withdraw consent"))
-    } else {
-        consent::withdraw_consent(State(state.clone()), guardian.clone(), Path(family.clone())).await
+    let result = match fields.require("tick the box to confirm that you want to withdraw consent") {
+        Ok(()) => consent::withdraw_consent(State(state.clone()), guardian.clone(), Path(family.clone())).await,
+        Err(error) => Err(error),
     };
     match result {
         Ok(_) => Redirect::to(&format!("/families/{family}/consent")).into_response(),
@@ -617,26 +608,17 @@ fn confirm_consent_form(csrf: &str, token: &str, notice: Option<&Notice>) -> Mar
     }
 }
 
+const CONFIRM_CONSENT_LINK: EmailedLink =
+    EmailedLink { title: "Confirm your consent", form: CONFIRM_CONSENT, body: confirm_consent_form, done: "/confirm-consent/done" };
+
 pub async fn confirm_consent_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let token = query_value(query.as_deref(), "token");
-    anonymous_page(&state, &headers, StatusCode::OK, "Confirm your consent", |csrf| confirm_consent_form(csrf, &token, None))
+    CONFIRM_CONSENT_LINK.show(&state, &headers, query.as_deref())
 }
 
-/// Anonymous: the emailed token is the proof, and the link may open in another browser.
 pub async fn confirm_consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields: TokenForm = match anonymous_form(&state, &headers, &body) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
-    match consent::confirm_consent(State(state.clone()), ApiJson(ConfirmConsent { token: fields.token.clone() })).await {
-        Ok(_) => Redirect::to("/confirm-consent/done").into_response(),
-        Err(error) => {
-            let notice = Notice::new(CONFIRM_CONSENT, &error);
-            anonymous_page(&state, &headers, notice.status, "Confirm your consent", |csrf| {
-                confirm_consent_form(csrf, &fields.token, Some(&notice))
-            })
-        }
-    }
+    CONFIRM_CONSENT_LINK
+        .redeem(&state, &headers, &body, |token| consent::confirm_consent(State(state.clone()), ApiJson(ConfirmConsent { token })))
+        .await
 }
 
 pub async fn consent_recorded() -> Response {
@@ -654,8 +636,7 @@ const ACCEPT_INVITE: &str = "accept-invite";
 
 pub async fn accept_invite_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let token = query_value(query.as_deref(), "token");
-    let session = authenticate(&state, &headers, None).await;
-    if session.is_err_and(|error| error.code() == ErrorCode::Unauthenticated) {
+    if no_session(&state, &headers).await {
         return invitation_for_a_stranger(&token);
     }
     let (_, csrf) = match signed_in(&state, &headers, None).await {
@@ -667,8 +648,7 @@ pub async fn accept_invite_page(State(state): State<AppState>, headers: HeaderMa
 
 /// Not signed in: say what the link is, and come back to it after signing in.
 fn invitation_for_a_stranger(token: &str) -> Response {
-    let here = format!("/accept-invite?{}", serde_urlencoded::to_string([("token", token)]).unwrap_or_default());
-    let sign_in = format!("/sign-in?{}", serde_urlencoded::to_string([("next", here)]).unwrap_or_default());
+    let sign_in = sign_in_then("/accept-invite", token);
     page(StatusCode::OK, layout("Join a family", Nav::default(), html! {
         h1 { "You are invited to a family on Cubby" }
         p { "A parent invited you to help look after their family's toys and contacts. To accept, sign in with the "

@@ -211,6 +211,63 @@ pub struct CsrfOnly {
     pub csrf: String,
 }
 
+/// A posted form's body, which carries the CSRF token of the page it came from.
+pub trait WithCsrf: DeserializeOwned {
+    fn csrf(&self) -> &str;
+}
+
+/// Implements [`WithCsrf`] for forms whose token is their `csrf` field.
+macro_rules! with_csrf {
+    ($($form:ty),* $(,)?) => { $(impl $crate::portal::WithCsrf for $form { fn csrf(&self) -> &str { &self.csrf } })* };
+}
+use with_csrf;
+
+with_csrf!(CsrfOnly, Confirmation);
+
+/// A signed-in guardian's posted form: its fields, the guardian and the session's CSRF
+/// token for the page that answers, or the page refusing it (a malformed body, no
+/// session, a wrong token). The token is checked before any other field is looked at.
+async fn posted<T: WithCsrf>(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(T, Guardian, String), Response> {
+    let fields: T = form(body).map_err(|error| problem(&error, None))?;
+    let (guardian, csrf) = signed_in(state, headers, Some(fields.csrf())).await?;
+    Ok((fields, guardian, csrf))
+}
+
+/// A destructive form's required "I understand" checkbox, with the form's CSRF token.
+#[derive(serde::Deserialize)]
+pub struct Confirmation {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+impl Confirmation {
+    /// Refuses with `missing` unless the box was ticked (browsers enforce `required`; this
+    /// covers any post that skips them).
+    pub fn require(&self, missing: &str) -> Result<(), ApiError> {
+        if self.confirm.is_empty() { Err(ApiError::new(ErrorCode::InvalidBody, missing.to_owned())) } else { Ok(()) }
+    }
+
+    /// [`Self::require`] on a form body whose CSRF token was already checked.
+    pub fn given(body: &Bytes, missing: &str) -> Result<(), ApiError> {
+        form::<Self>(body)?.require(missing)
+    }
+}
+
+/// Whether the browser has no session at all (rather than one that is refused), so an
+/// emailed link's page can say what the link is before sending the visitor to sign in.
+async fn no_session(state: &AppState, headers: &HeaderMap) -> bool {
+    authenticate(state, headers, None).await.is_err_and(|error| error.code() == ErrorCode::Unauthenticated)
+}
+
+/// Where an emailed link's page sends a visitor who is not signed in: the sign-in page,
+/// which comes back to `path?token=<token>` afterwards.
+fn sign_in_then(path: &str, token: &str) -> String {
+    let here = format!("{path}?{}", serde_urlencoded::to_string([("token", token)]).unwrap_or_default());
+    format!("/sign-in?{}", serde_urlencoded::to_string([("next", here)]).unwrap_or_default())
+}
+
 /// Decodes a form body; a malformed one is answered like any invalid input.
 fn form<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_urlencoded::from_bytes(body)

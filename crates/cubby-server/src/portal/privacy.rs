@@ -13,8 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::dates::iso_day;
-use super::devices::{Confirmation, poster};
-use super::{Nav, Notice, PRIVACY_NOTICE, error_for, form, layout, page, problem, signed_in};
+use super::{Confirmation, CsrfOnly, Nav, Notice, PRIVACY_NOTICE, error_for, form, layout, page, posted, problem, signed_in};
 use crate::api::consent::{self, ConsentStatus, ThirdPartyConsent};
 use crate::api::retention::{self, MAX_DAYS, MessageRetention};
 use crate::api::{children, families};
@@ -152,8 +151,8 @@ fn retention_from(body: &Bytes) -> Result<MessageRetention, ApiError> {
 }
 
 async fn set_retention(State(state): State<AppState>, headers: HeaderMap, Path(family): Path<String>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = match retention_from(&body) {
@@ -213,8 +212,8 @@ struct ThirdPartyForm {
 }
 
 async fn set_third_party(State(state): State<AppState>, headers: HeaderMap, Path(family): Path<String>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = match form::<ThirdPartyForm>(&body) {
@@ -345,8 +344,8 @@ fn delete_family_form(family: &Family, csrf: &str, notice: Option<&Notice>) -> M
 }
 
 async fn delete_child(State(state): State<AppState>, headers: HeaderMap, Path((family, child)): Path<(String, String)>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let form_id = format!("delete-child-{child}");
@@ -376,8 +375,8 @@ async fn name_typed(state: &AppState, guardian: &Guardian, family: &str, body: &
 }
 
 async fn delete_family(State(state): State<AppState>, headers: HeaderMap, Path(family): Path<String>, body: Bytes) -> Response {
-    let (guardian, csrf) = match poster(&state, &headers, &body).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, csrf) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let result = match name_typed(&state, &guardian, &family, &body).await {

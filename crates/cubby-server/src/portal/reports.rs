@@ -12,9 +12,9 @@ use axum::routing::{get, post};
 use cubby_core::ErrorCode;
 use maud::{Markup, html};
 
-use super::contacts::{ChildContacts, Confirmed, family_contacts, posted};
+use super::contacts::{ChildContacts, family_contacts};
 use super::dates::when_markup;
-use super::{CsrfOnly, Nav, Notice, error_for, layout, page, problem, signed_in};
+use super::{Confirmation, CsrfOnly, Nav, Notice, error_for, layout, page, posted, problem, signed_in};
 use crate::api::devices::{self, DeviceView};
 use crate::api::reports::{self, ReportView};
 use crate::http::auth::Guardian;
@@ -182,12 +182,12 @@ async fn escalate(
     Path((family, report)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (fields, guardian, csrf) = match posted::<Confirmed>(&state, &headers, &body).await {
+    let (fields, guardian, csrf) = match posted::<Confirmation>(&state, &headers, &body).await {
         Ok(posted) => posted,
         Err(response) => return response,
     };
     let form = format!("escalate-{report}");
-    if let Some(error) = fields.missing("tick the box to confirm that the operator may read this report") {
+    if let Err(error) = fields.require("tick the box to confirm that the operator may read this report") {
         return answer(&state, &guardian, &csrf, &family, form, Err(error)).await;
     }
     let result = reports::escalate(State(state.clone()), guardian.clone(), Path((family.clone(), report))).await;

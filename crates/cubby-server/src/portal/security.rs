@@ -13,9 +13,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::dates::when;
-use super::session::{local_path, posted, query_value, with_cookie_of, with_csrf};
+use super::session::{local_path, query_value, with_cookie_of};
 use super::sign_up::{message_page, new_password_field};
-use super::{Nav, Notice, error_for, layout, page, problem, signed_in};
+use super::{Nav, Notice, error_for, layout, page, posted, problem, signed_in, with_csrf};
 use crate::api::accounts::{self, ChangePassword};
 use crate::api::families::{self, SecurityEvent};
 use crate::api::sessions::{self, SessionInfo};

@@ -1,7 +1,7 @@
 //! Signing in and out. Sign-in calls the API's own `POST /api/v1/sessions` handler (same
 //! throttling, audit and cookie); sign-out calls `DELETE /api/v1/session`'s. Also the
 //! small pieces the account pages share: an anonymous page with its form cookie, reading
-//! a query or a posted form, and keeping redirects on this site.
+//! a query, and keeping redirects on this site.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{CsrfOnly, Nav, Notice, PRIVACY_NOTICE, anonymous, error_for, form, layout, page, problem, signed_in};
+use super::{CsrfOnly, Nav, Notice, PRIVACY_NOTICE, anonymous, error_for, form, layout, page, posted, problem};
 use crate::api::sessions::{self, Login};
-use crate::http::auth::Guardian;
 use crate::http::client::ClientAddr;
 use crate::http::{ApiJson, AppState};
 
@@ -55,29 +54,6 @@ pub(super) fn local_path(raw: &str) -> Option<&str> {
         && raw.len() <= 2048
         && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     local.then_some(raw)
-}
-
-/// A posted form's body, which carries the CSRF token of the page it came from.
-pub(super) trait WithCsrf: serde::de::DeserializeOwned {
-    fn csrf(&self) -> &str;
-}
-
-/// Implements [`WithCsrf`] for forms whose token is their `csrf` field.
-macro_rules! with_csrf {
-    ($($form:ty),* $(,)?) => { $(impl super::session::WithCsrf for $form { fn csrf(&self) -> &str { &self.csrf } })* };
-}
-pub(super) use with_csrf;
-
-/// A signed-in guardian's posted form: its fields, the guardian and the session's CSRF
-/// token, or the page refusing it (a malformed body, no session, a wrong token).
-pub(super) async fn posted<T: WithCsrf>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(T, Guardian, String), Response> {
-    let fields: T = form(body).map_err(|error| problem(&error, None))?;
-    let (guardian, csrf) = signed_in(state, headers, Some(fields.csrf())).await?;
-    Ok((fields, guardian, csrf))
 }
 
 /// What the sign-in form shows again after a failed attempt.
@@ -151,12 +127,8 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, client: 
 }
 
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields: CsrfOnly = match form(&body) {
-        Ok(fields) => fields,
-        Err(error) => return problem(&error, None),
-    };
-    let (guardian, _) = match signed_in(&state, &headers, Some(&fields.csrf)).await {
-        Ok(signed_in) => signed_in,
+    let (_, guardian, _) = match posted::<CsrfOnly>(&state, &headers, &body).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     match sessions::sign_out(State(state), guardian).await {

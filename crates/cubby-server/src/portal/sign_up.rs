@@ -14,8 +14,8 @@ use cubby_core::password_rules::MIN_PASSWORD_CHARS;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::{WithCsrf, anonymous_page, query_value, with_csrf};
-use super::{Nav, Notice, PRIVACY_NOTICE, anonymous, error_for, form, layout, page, problem};
+use super::session::{anonymous_page, query_value};
+use super::{Nav, Notice, PRIVACY_NOTICE, WithCsrf, anonymous, error_for, form, layout, page, problem, with_csrf};
 use crate::api::accounts::{self, ResetConfirm, ResetRequest, SignUp, TokenBody};
 use crate::http::client::ClientAddr;
 use crate::http::{ApiError, ApiJson, AppState};
@@ -154,6 +154,47 @@ pub(super) fn token_form(csrf: &str, form_id: &str, action: &str, token: &str, b
     }
 }
 
+/// The page an emailed link opens: `body` (given the CSRF token, the link's token and any
+/// error) holds a [`token_form`] with id `form`, whose post goes to `done` once the API
+/// accepts the token. Anonymous: the emailed token is the proof, and the link may open in
+/// another browser.
+pub(super) struct EmailedLink {
+    pub title: &'static str,
+    pub form: &'static str,
+    pub body: fn(&str, &str, Option<&Notice>) -> Markup,
+    pub done: &'static str,
+}
+
+impl EmailedLink {
+    /// The page for the link's `?token=`.
+    pub fn show(&self, state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Response {
+        let token = query_value(query, "token");
+        anonymous_page(state, headers, StatusCode::OK, self.title, |csrf| (self.body)(csrf, &token, None))
+    }
+
+    /// The posted token, given to `redeem` (the API's handler): on to `done`, or the page
+    /// again with the API's refusal beside the form.
+    pub async fn redeem<T, Answer>(&self, state: &AppState, headers: &HeaderMap, body: &Bytes, redeem: impl FnOnce(String) -> Answer) -> Response
+    where
+        Answer: Future<Output = Result<T, ApiError>>,
+    {
+        let fields: TokenForm = match anonymous_form(state, headers, body) {
+            Ok(fields) => fields,
+            Err(response) => return response,
+        };
+        match redeem(fields.token.clone()).await {
+            Ok(_) => Redirect::to(self.done).into_response(),
+            Err(error) => {
+                let notice = Notice::new(self.form, &error);
+                anonymous_page(state, headers, notice.status, self.title, |csrf| (self.body)(csrf, &fields.token, Some(&notice)))
+            }
+        }
+    }
+}
+
+const VERIFY_EMAIL_LINK: EmailedLink =
+    EmailedLink { title: "Confirm your email address", form: VERIFY_EMAIL, body: verify_email_form, done: "/verify-email/done" };
+
 fn verify_email_form(csrf: &str, token: &str, notice: Option<&Notice>) -> Markup {
     html! {
         h1 { "Confirm your email address" }
@@ -163,10 +204,7 @@ fn verify_email_form(csrf: &str, token: &str, notice: Option<&Notice>) -> Markup
 }
 
 pub async fn verify_email_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let token = query_value(query.as_deref(), "token");
-    anonymous_page(&state, &headers, StatusCode::OK, "Confirm your email address", |csrf| {
-        verify_email_form(csrf, &token, None)
-    })
+    VERIFY_EMAIL_LINK.show(&state, &headers, query.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -178,19 +216,9 @@ pub struct TokenForm {
 }
 
 pub async fn verify_email(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields: TokenForm = match anonymous_form(&state, &headers, &body) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
-    match accounts::verify_email(State(state.clone()), ApiJson(TokenBody { token: fields.token.clone() })).await {
-        Ok(_) => Redirect::to("/verify-email/done").into_response(),
-        Err(error) => {
-            let notice = Notice::new(VERIFY_EMAIL, &error);
-            anonymous_page(&state, &headers, notice.status, "Confirm your email address", |csrf| {
-                verify_email_form(csrf, &fields.token, Some(&notice))
-            })
-        }
-    }
+    VERIFY_EMAIL_LINK
+        .redeem(&state, &headers, &body, |token| accounts::verify_email(State(state.clone()), ApiJson(TokenBody { token })))
+        .await
 }
 
 pub async fn verify_email_done() -> Response {

@@ -111,8 +111,9 @@ pub async fn adult_contact(
     Ok(body)
 }
 
-/// How many mails to `to` about `subject` hold a token.
-fn token_mails(outbox: &Path, to: &str, subject: &str) -> usize {
+/// How many mails to `to` about `subject` are in the outbox now (no waiting: for checking
+/// that a refused form sent nothing).
+pub fn mails(outbox: &Path, to: &str, subject: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(outbox) else { return 0 };
     let to_line = format!("To: {to}");
     entries
@@ -125,14 +126,14 @@ fn token_mails(outbox: &Path, to: &str, subject: &str) -> usize {
 /// Signs up, confirms the address from the outbox and signs in.
 pub async fn guardian(server: &Server, outbox: &Path, email: &str, password: &str) -> Fallible<Session> {
     let subject = "Confirm your email";
-    let before = token_mails(outbox, email, subject);
+    let before = mails(outbox, email, subject);
     let (status, body) = post(server, "/api/v1/accounts", None, json!({"email": email, "password": password})).await?;
     if status != 202 {
         return Err(format!("sign-up answered {status}: {body}").into());
     }
     // The mail goes out after the answer: wait for this sign-up's own.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while token_mails(outbox, email, subject) <= before {
+    while mails(outbox, email, subject) <= before {
         if std::time::Instant::now() > deadline {
             return Err(format!("no confirmation mail to {email}").into());
         }
@@ -242,4 +243,26 @@ pub async fn contact_invite(server: &Server, outbox: &Path, session: &Session, f
         return Err(format!("the contact invitation answered {status}: {body}").into());
     }
     outbox_token(outbox, email, "invites you")
+}
+
+/// What the API answers `guardian` at `path`; anything but a 200 is an error.
+pub async fn read(server: &Server, guardian: &Session, path: &str) -> Fallible<Value> {
+    let (status, body) = get(server, path, Some(&guardian.token)).await?;
+    if status != 200 {
+        return Err(format!("GET {path} answered {status}: {body}").into());
+    }
+    Ok(body)
+}
+
+/// The nicknames of the family's children, as the API lists them.
+pub async fn nicknames(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<String>> {
+    let children = read(server, guardian, &format!("/api/v1/families/{family}/children")).await?;
+    let children = children.as_array().ok_or("children are not a list")?;
+    Ok(children.iter().filter_map(|c| c["nickname"].as_str().map(ToOwned::to_owned)).collect())
+}
+
+/// The family's devices, as the API lists them.
+pub async fn devices(server: &Server, guardian: &Session, family: &str) -> Fallible<Vec<Value>> {
+    let devices = read(server, guardian, &format!("/api/v1/families/{family}/devices")).await?;
+    Ok(devices.as_array().ok_or("devices are not a list")?.clone())
 }

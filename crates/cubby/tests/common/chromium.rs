@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -129,17 +131,49 @@ impl Chromium {
 
     /// Presses form `form`'s submit button and waits for the next page.
     pub async fn submit(&self, form: &str) -> Fallible<()> {
+        let button = self.client.find(Locator::Css(&format!("form#{form} button[type=\"submit\"]"))).await?;
+        self.next_page(|| async { Ok(button.click().await?) }).await
+    }
+
+    /// Does `act` and waits until it loaded another page (the old document goes stale).
+    pub async fn next_page<F, Fut>(&self, act: F) -> Fallible<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Fallible<()>>,
+    {
         let before = self.client.find(Locator::Css("html")).await?;
-        self.client.find(Locator::Css(&format!("form#{form} button[type=\"submit\"]"))).await?.click().await?;
-        // The old document goes stale once the next one replaced it.
+        act().await?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while before.tag_name().await.is_ok() {
             if Instant::now() > deadline {
-                return Err(format!("submitting {form} did not load a page").into());
+                return Err("no new page was loaded".into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Types on the keyboard, into whatever has the focus (`Key::Tab` etc. as characters).
+    pub async fn keyboard(&self, keys: &str) -> Fallible<()> {
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            actions = actions.then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+        }
+        self.client.perform_actions(actions).await?;
+        Ok(())
+    }
+
+    /// Presses Tab from the top of the page until the field `name` has the focus, as a
+    /// keyboard user would; fails if it is never reached.
+    pub async fn tab_to(&self, name: &str) -> Fallible<()> {
+        for _ in 0..60 {
+            self.keyboard(&Key::Tab.to_string()).await?;
+            let focused = self.client.execute("return document.activeElement && document.activeElement.name", vec![]).await?;
+            if focused.as_str() == Some(name) {
+                return Ok(());
+            }
+        }
+        Err(format!("the field {name} cannot be reached with the Tab key").into())
     }
 
     /// Saves a PNG of the page at `width`×`height` as `name`-`width`.png in [`artifacts_dir`].

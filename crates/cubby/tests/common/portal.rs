@@ -4,15 +4,42 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
-use super::{Fallible, Server};
+use super::api::{self, Session};
+use super::{Dirs, Fallible, Server};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The policy every portal page carries.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'; report-uri /csp-reports";
+
+/// The server on SQLite, or on a fresh PostgreSQL database when `postgres`.
+pub async fn start(dirs: &Dirs, postgres: bool) -> Fallible<Server> {
+    if postgres {
+        let url = cubby_store::testing::fresh_postgres_database().await?;
+        Ok(Server::start(&dirs.args(Some(&url)))?)
+    } else {
+        Ok(Server::start(&dirs.args(None))?)
+    }
+}
+
+/// A guardian with a family whose consent is given.
+pub async fn guardian_with_family(server: &Server, outbox: &Path, email: &str, family: &str) -> Fallible<(Session, String)> {
+    let guardian = api::guardian(server, outbox, email, PASSWORD).await?;
+    let id = api::family(server, &guardian, family).await?;
+    api::consent(server, outbox, &guardian, &id).await?;
+    Ok((guardian, id))
+}
+
+/// A guardian with a family whose consent is given, and a child in it.
+pub async fn family_with_child(server: &Server, outbox: &Path, email: &str, family: &str, child: &str) -> Fallible<(Session, String, String)> {
+    let (guardian, id) = guardian_with_family(server, outbox, email, family).await?;
+    let child = api::child(server, &guardian, &id, child, "6_8").await?;
+    Ok((guardian, id, child))
+}
 
 /// One page as the browser got it.
 pub struct Page {
