@@ -347,3 +347,39 @@ async fn every_page_and_form_keeps_to_its_own_family(postgres: bool) -> TestResu
     assert_eq!(family_state(&server, &ann, &robinsons, &[&sam]).await?, before, "a refused request changed the family");
     Ok(())
 }
+
+/// Anyone may send a CSP report, so the endpoint takes only what a report is: a real one
+/// is counted; junk, the wrong shape and an oversize body are refused and counted nowhere.
+#[tokio::test]
+async fn csp_reports_are_counted_and_junk_is_refused() -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = Server::start(&dirs.args(None))?;
+    let http = common::client()?;
+    let send = |body: Vec<u8>| http.post(server.url("/csp-reports")).header("content-type", "application/csp-report").body(body).send();
+    let counted = || async {
+        let metrics = http.get(server.url("/metrics")).send().await?.text().await?;
+        Fallible::Ok(metrics.lines().filter(|l| l.starts_with("cubby_csp_violations_total{")).map(ToOwned::to_owned).collect::<Vec<_>>())
+    };
+    let report = r#"{"csp-report":{"document-uri":"http://127.0.0.1/reset-password?token=secret","effective-directive":"script-src-elem","blocked-uri":"inline"}}"#;
+    assert_eq!(send(report.as_bytes().to_vec()).await?.status(), 204);
+    assert_eq!(counted().await?, [r#"cubby_csp_violations_total{directive="script-src-elem"} 1"#]);
+
+    for (body, status, code) in [
+        (b"not json".to_vec(), 400, "malformed_json"),
+        (br#"{"report":{}}"#.to_vec(), 422, "invalid_body"),
+        (vec![b' '; 17 * 1024], 413, "body_too_large"),
+    ] {
+        let answer = send(body).await?;
+        assert_eq!(answer.status(), status);
+        let error: Value = answer.json().await?;
+        assert_eq!(error["error"]["code"], code, "{error}");
+    }
+    // An unknown directive is counted as `other`, never as a label of the sender's choosing.
+    let odd = r#"{"csp-report":{"effective-directive":"x-made-up\"}"}}"#;
+    assert_eq!(send(odd.as_bytes().to_vec()).await?.status(), 204);
+    let lines = counted().await?;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.contains(&r#"cubby_csp_violations_total{directive="other"} 1"#.to_owned()), "{lines:?}");
+    assert!(!server.logs().contains("token=secret"), "a reported page address was logged");
+    Ok(())
+}

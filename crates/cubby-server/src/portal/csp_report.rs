@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::http::AppState;
+use cubby_core::ErrorCode;
+
+use crate::http::{ApiError, AppState};
 use crate::http::metrics::CspLabels;
 
 /// A report is a few hundred bytes; anything much larger is not one.
@@ -39,10 +41,13 @@ struct Violation {
 
 pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
     if body.len() > MAX_REPORT_BYTES {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "a CSP report is at most 16 KiB").into_response();
+        return ApiError::new(ErrorCode::BodyTooLarge, "a CSP report is at most 16 KiB").into_response();
     }
-    let Ok(LegacyReport { report }) = serde_json::from_slice::<LegacyReport>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not a CSP violation report").into_response();
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return ApiError::new(ErrorCode::MalformedJson, "a CSP report is JSON").into_response();
+    };
+    let Ok(LegacyReport { report }) = serde_json::from_value::<LegacyReport>(json) else {
+        return ApiError::new(ErrorCode::InvalidBody, "not a CSP violation report").into_response();
     };
     let named = report.effective_directive.or(report.violated_directive).unwrap_or_default();
     // `violated-directive` may carry the whole directive ("script-src 'self'").
