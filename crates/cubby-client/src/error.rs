@@ -69,6 +69,26 @@ pub enum ClientError {
     #[error("the connection to the server closed{}", if *revoked { ": this device was revoked" } else { "" })]
     Disconnected { revoked: bool },
 
+    /// A content package was refused: its publisher is not trusted, its signature or
+    /// manifest does not check, or a downloaded file does not match the signed manifest.
+    /// Nothing of it was installed; what was installed before stays.
+    #[error("package {package_id} refused: {reason}")]
+    PackageRefused { package_id: String, reason: String },
+
+    /// The offered version of a package is not newer than the installed one (a downgrade
+    /// or a replayed old package): refused, the installed version stays.
+    #[error("package {package_id}: version {offered} is not newer than the installed {installed}")]
+    PackageNotNewer { package_id: String, installed: String, offered: String },
+
+    /// A download stopped before the whole file arrived; installing again resumes it.
+    #[error("package {package_id}: the download of file {index} stopped early; install again to resume")]
+    DownloadIncomplete { package_id: String, index: usize },
+
+    /// A publisher's key or package description cannot be used (not a valid Ed25519
+    /// public key, or a manifest the contract refuses).
+    #[error("unusable package or publisher key: {0}")]
+    InvalidPackage(String),
+
     /// The operating system's random number generator failed, so no key could be made.
     #[error("the operating system's random number generator failed")]
     Random,

@@ -11,11 +11,13 @@
 //!   shared with the server so both sides sign and verify exactly the same thing. This is
 //!   why the crate's dependencies stay few: the server depends on it too.
 
+pub mod content;
 mod device_key;
 mod error;
 pub mod messaging;
 mod pairing;
 
+pub use content::{ContentLibrary, PackageOffer, TrustedPublishers};
 pub use device_key::{DeviceKey, challenge_message, is_valid_public_key, verify_challenge};
 pub use error::ClientError;
 pub use messaging::{Conversation, ConversationId, Envelope, Event, Messenger};

@@ -69,6 +69,16 @@ pub enum ErrorCode {
     DailyLimitReached,
     /// A supervised child's guardians must be members of every conversation it is in.
     SupervisionRequired,
+    /// A package's signature does not verify under its publisher's key, or the publisher is unknown.
+    SignatureInvalid,
+    /// A package version must be newer than every published or pending version of its id.
+    VersionNotNewer,
+    /// An uploaded file's SHA-256 is not the one its manifest lists.
+    HashMismatch,
+    /// The title is for older children than this child.
+    NotSuitableForAge,
+    /// The title is paid, and paying is not possible here.
+    PaymentRequired,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -108,6 +118,11 @@ impl ErrorCode {
             Self::MembershipRefused => "membership_refused",
             Self::DailyLimitReached => "daily_limit_reached",
             Self::SupervisionRequired => "supervision_required",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::VersionNotNewer => "version_not_newer",
+            Self::HashMismatch => "hash_mismatch",
+            Self::NotSuitableForAge => "not_suitable_for_age",
+            Self::PaymentRequired => "payment_required",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -4,6 +4,7 @@
 //! and tested on their own.
 
 pub mod audit;
+pub mod content;
 pub mod contacts;
 pub mod devices;
 pub mod error;

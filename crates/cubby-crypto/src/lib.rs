@@ -17,6 +17,7 @@
 mod aead_key;
 pub mod audit_chain;
 pub mod blind_index;
+pub mod content_signature;
 pub mod device_signature;
 mod error;
 pub mod key_files;

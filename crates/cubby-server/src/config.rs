@@ -44,11 +44,14 @@ pub struct MediaConfig {
     /// Where the ciphertext goes. `cubby serve` always names one (by default `blobs/` in
     /// the data directory); the in-memory default is for tests of the HTTP stack.
     pub blob_store: BlobLocation,
+    /// Largest file of a learning content or firmware package (stored in the same blob
+    /// store, under `packages/`).
+    pub package_max_size: u64,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { max_size: 25 * 1024 * 1024, blob_store: BlobLocation::Memory }
+        Self { max_size: 25 * 1024 * 1024, blob_store: BlobLocation::Memory, package_max_size: 512 * 1024 * 1024 }
     }
 }
 

@@ -19,7 +19,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 /// Where blobs live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +134,14 @@ impl Blobs {
         Ok(())
     }
 
+    /// Starts writing a large object piece by piece (package files), so that it is never
+    /// held whole in memory. Nothing is visible at `key` until [`BlobWriter::finish`];
+    /// [`BlobWriter::abort`] leaves nothing behind.
+    pub async fn start_write(&self, key: &str) -> Result<BlobWriter, BlobError> {
+        let upload = self.store.put_multipart(&path(key)?).await?;
+        Ok(BlobWriter { inner: WriteMultipart::new(upload) })
+    }
+
     /// Reads an object, or the part of it in `range`, as a stream of pieces.
     pub async fn read(
         &self,
@@ -165,6 +173,32 @@ impl Blobs {
     pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
         let listing = self.store.list_with_delimiter(Some(&path(prefix)?)).await?;
         Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect())
+    }
+}
+
+/// An object being written in parts (see [`Blobs::start_write`]).
+pub struct BlobWriter {
+    inner: WriteMultipart,
+}
+
+impl BlobWriter {
+    /// Parts uploaded at the same time; waiting for room keeps memory bounded.
+    const MAX_PARTS_IN_FLIGHT: usize = 4;
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        self.inner.wait_for_capacity(Self::MAX_PARTS_IN_FLIGHT).await?;
+        self.inner.write(data);
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<(), BlobError> {
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    pub async fn abort(self) -> Result<(), BlobError> {
+        self.inner.abort().await?;
+        Ok(())
     }
 }
 

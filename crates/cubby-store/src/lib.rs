@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod blobs;
 pub mod contacts;
+pub mod content;
 pub mod devices;
 mod error;
 pub mod families;
@@ -28,11 +29,15 @@ use async_trait::async_trait;
 pub use accounts::{AccountRow, AccountStore, EmailTokenRow, SessionRow};
 pub use audit::{AuditRow, AuditStore, AuditTail, NewAuditRow};
 pub use contacts::{ContactRow, ContactStatus, ContactStore, Redeemed, ReportRow};
+pub use content::{
+    ApprovalRow, ContentStore, DownloadRow, FileStored, NewApproval, NewPackage, PackageRow, PublisherRow, PublisherStat,
+    Submitted,
+};
 pub use devices::{Approval, DeviceRow, DeviceStore, PairingRow};
 pub use error::StoreError;
 pub use families::{ChildRow, ConsentRow, FamilyRow, FamilyStore, GuardianRow, InviteRow};
 pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
-pub use blobs::{BlobError, BlobLocation, Blobs, S3Location};
+pub use blobs::{BlobError, BlobLocation, BlobWriter, Blobs, S3Location};
 pub use media::{ChunkOutcome, MediaChunk, MediaId, MediaRow, MediaStore, NewMedia};
 pub use messaging::{
     Append, Appended, EpochChange, GroupRow, MessageKind, MessagingStore, NewKeyPackage, NewMessage, QueuedMessage,
@@ -57,7 +62,7 @@ impl fmt::Display for Engine {
 
 /// Everything Cubby keeps in its database.
 #[async_trait]
-pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + MessagingStore + ScheduleStore + ContactStore + MediaStore + Send + Sync + 'static {
+pub trait Store: KeyStore + AccountStore + FamilyStore + DeviceStore + AuditStore + MessagingStore + ScheduleStore + ContactStore + MediaStore + ContentStore + Send + Sync + 'static {
     fn engine(&self) -> Engine;
 
     /// Checks that the database answers.

@@ -754,3 +754,127 @@ mod media_suite {
         deleting_a_family_deletes_its_media_rows,
     );
 }
+
+// ---- content store ---------------------------------------------------------------------------
+
+mod content_suite {
+    use super::*;
+    use cubby_core::ChildId;
+    use cubby_store::{
+        ChildRow, ContentStore, DownloadRow, FileStored, NewApproval, NewPackage, PublisherRow, Submitted,
+    };
+
+    fn publisher(id: &str) -> PublisherRow {
+        PublisherRow { id: id.to_owned(), name: format!("{id} name"), public_key: vec![7; 32], created_at: 1 }
+    }
+
+    fn package(publisher: &str, id: &str, (major, minor, patch): (i64, i64, i64), files: usize) -> NewPackage {
+        NewPackage {
+            package_id: id.to_owned(),
+            version: format!("{major}.{minor}.{patch}"),
+            major,
+            minor,
+            patch,
+            publisher_id: publisher.to_owned(),
+            kind: "content".to_owned(),
+            manifest: format!("manifest of {id} {major}.{minor}.{patch}").into_bytes(),
+            signature: vec![1; 64],
+            files: (0..files).map(|i| (10, format!("{i:064x}"))).collect(),
+            created_at: 5,
+        }
+    }
+
+    async fn child(h: &Harness, family: FamilyId) -> Result<ChildId, Box<dyn std::error::Error + Send + Sync>> {
+        let id = ChildId::random();
+        let row = ChildRow { id, family_id: family, created_at: 1, nickname_sealed: vec![1], age_band_sealed: vec![2] };
+        h.store.create_child(&row, &key(KeyOwner::Child(id), "m1", b"k")).await?;
+        Ok(id)
+    }
+
+    pub(super) async fn packages_need_newer_versions_and_publish_with_their_last_file(h: Harness) -> TestResult {
+        let store = &h.store;
+        assert!(store.add_publisher(&publisher("books")).await?);
+        assert!(!store.add_publisher(&publisher("books")).await?, "a publisher is registered once");
+        assert!(store.add_publisher(&publisher("squatter")).await?);
+        assert_eq!(store.publisher("books").await?.map(|p| p.name), Some("books name".to_owned()));
+
+        assert_eq!(store.submit_package(&package("books", "org.a", (1, 9, 0), 2)).await?, Submitted::Created);
+        // Not newer than the pending 1.9.0 (compared as numbers), or the same version again.
+        for version in [(1, 9, 0), (1, 8, 99), (0, 99, 99)] {
+            assert_eq!(store.submit_package(&package("books", "org.a", version, 1)).await?, Submitted::NotNewer, "{version:?}");
+        }
+        assert_eq!(store.submit_package(&package("squatter", "org.a", (9, 0, 0), 1)).await?, Submitted::OtherPublisher);
+        assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM packages").await?, 1, "refusals store nothing");
+        assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM package_files").await?, 2);
+
+        assert_eq!(store.missing_files("org.a", "1.9.0").await?, vec![0, 1]);
+        assert_eq!(store.record_file("org.a", "1.9.0", 1, 10).await?, FileStored::Recorded { published: false });
+        assert_eq!(store.record_file("org.a", "1.9.0", 1, 11).await?, FileStored::AlreadyStored);
+        assert_eq!(store.record_file("org.a", "1.9.0", 2, 11).await?, FileStored::Unknown);
+        assert!(store.published_packages().await?.is_empty());
+        assert_eq!(store.record_file("org.a", "1.9.0", 0, 12).await?, FileStored::Recorded { published: true });
+        let published = store.published_packages().await?;
+        assert_eq!(published.len(), 1);
+        assert_eq!((published[0].published_at, published[0].publisher_name.as_str()), (Some(12), "books name"));
+        assert_eq!(store.submit_package(&package("books", "org.a", (1, 10, 0), 1)).await?, Submitted::Created);
+        Ok(())
+    }
+
+    pub(super) async fn approvals_and_downloads_are_family_data_and_counts_are_not(h: Harness) -> TestResult {
+        let store = &h.store;
+        let (f, devices) = family_with_devices(&h, 1, 1).await?;
+        let kid = child(&h, f.id).await?;
+        store.add_publisher(&publisher("books")).await?;
+        store.submit_package(&package("books", "org.a", (1, 0, 0), 1)).await?;
+        store.record_file("org.a", "1.0.0", 0, 10).await?;
+        let approval = NewApproval {
+            family_id: f.id,
+            child_id: kid,
+            package_id: "org.a".to_owned(),
+            version: "1.0.0".to_owned(),
+            publisher_id: "books".to_owned(),
+            price_cents: None,
+            currency: None,
+            at: 20,
+        };
+        let first = store.approve_title(&approval).await?;
+        assert_eq!((first.approved_at, first.granted_at), (20, Some(20)));
+        let again = store.approve_title(&NewApproval { at: 30, ..approval.clone() }).await?;
+        assert_eq!(again.approved_at, 20, "approving twice keeps the first approval");
+        assert_eq!(store.child_approvals(f.id, kid).await?.len(), 1);
+        let download = DownloadRow {
+            family_id: f.id,
+            child_id: Some(kid),
+            device_id: devices[0],
+            package_id: "org.a".to_owned(),
+            version: "1.0.0".to_owned(),
+            publisher_id: "books".to_owned(),
+            at: 40,
+        };
+        assert!(store.record_download(&download).await?);
+        assert!(!store.record_download(&DownloadRow { at: 41, ..download.clone() }).await?, "counted once per device");
+        assert_eq!(store.family_downloads(f.id).await?, vec![download]);
+        let counts = |s: &[cubby_store::PublisherStat]| s.iter().map(|s| (s.downloads, s.approvals)).collect::<Vec<_>>();
+        assert_eq!(counts(&store.publisher_stats().await?), vec![(1, 1)]);
+
+        assert!(!store.withdraw_title(f.id, ChildId::random(), "org.a").await?);
+        assert!(store.withdraw_title(f.id, kid, "org.a").await?);
+        assert!(store.child_approvals(f.id, kid).await?.is_empty());
+        store.approve_title(&approval).await?;
+        assert!(store.delete_family(f.id).await?);
+        for sql in [
+            "SELECT COUNT(*) FROM title_approvals",
+            "SELECT COUNT(*) FROM title_entitlements",
+            "SELECT COUNT(*) FROM package_downloads",
+        ] {
+            assert_eq!(raw_count(&h.url, sql).await?, 0, "{sql}: the family's rows go with it");
+        }
+        assert_eq!(counts(&store.publisher_stats().await?), vec![(1, 2)], "the publisher's counts stay");
+        Ok(())
+    }
+
+    store_suite!(
+        packages_need_newer_versions_and_publish_with_their_last_file,
+        approvals_and_downloads_are_family_data_and_counts_are_not,
+    );
+}

@@ -143,6 +143,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CUBBY_MEDIA_MAX_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub media_max_size: Option<u64>,
 
+    /// Largest file of a learning content or firmware package (K, M, G: binary units).
+    /// Larger uploads get 413 body_too_large. [default: 512M]
+    #[arg(long, env = "CUBBY_PACKAGE_MAX_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub package_max_size: Option<u64>,
+
     /// Where photos and voice clips (ciphertext only) are kept: a directory, or
     /// s3://BUCKET for an S3-compatible object store (credentials from AWS_ACCESS_KEY_ID
     /// and AWS_SECRET_ACCESS_KEY). [default: blobs/ in the data directory]
@@ -230,6 +235,8 @@ struct FileSettings {
     message_retention: Option<Duration>,
     #[serde(default, deserialize_with = "optional_size")]
     media_max_size: Option<u64>,
+    #[serde(default, deserialize_with = "optional_size")]
+    package_max_size: Option<u64>,
     blob_store: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
@@ -347,6 +354,7 @@ impl ServeArgs {
         let media = MediaConfig {
             max_size: self.media_max_size.or(file.media_max_size).unwrap_or(defaults.media.max_size),
             blob_store,
+            package_max_size: self.package_max_size.or(file.package_max_size).unwrap_or(defaults.media.package_max_size),
         };
         let server = ServerConfig {
             listen,

@@ -151,7 +151,17 @@ const MATRIX: &[Endpoint] = &[
     op("GET", "/api/v1/families/{family_id}/reports", None, Read),
     op("POST", "/api/v1/families/{family_id}/reports/{report_id}/escalate", None, Change),
     op("DELETE", "/api/v1/families/{family_id}/reports/{report_id}", None, Destroy),
+    op("GET", "/api/v1/catalogue", None, Read),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/catalogue", None, Read),
+    // Approving again is no error: the approval stands.
+    op("POST", "/api/v1/families/{family_id}/children/{child_id}/titles", Some(r#"{"package_id":"{package_id}"}"#), Change),
+    op("GET", "/api/v1/families/{family_id}/children/{child_id}/titles", None, Read),
+    op("DELETE", "/api/v1/families/{family_id}/children/{child_id}/titles/{package_id}", None, Destroy),
 ];
+
+/// The free title for the youngest children that [`World::new`] publishes: the
+/// `{package_id}` the approval endpoints aim at.
+const MATRIX_TITLE: &str = "org.example.matrix";
 
 /// The placeholders that name an object (rather than the caller's own account), in the
 /// path or in the body.
@@ -194,7 +204,13 @@ const DEVICE_TOKEN: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/media/{media_id}"),
     ("GET", "/api/v1/media/{media_id}"),
     ("GET", "/api/v1/media/{media_id}/upload"),
+    ("GET", "/api/v1/device/titles"),
+    ("GET", "/api/v1/packages/{package_id}/{version}/files/{index}"),
 ];
+
+/// A publisher's side of the content store: its signature is the authority, not a session.
+const PUBLISHER_PUBLIC: &[(&str, &str)] =
+    &[("POST", "/api/v1/packages"), ("PUT", "/api/v1/packages/{package_id}/{version}/files/{index}")];
 
 /// Documented operations that take no session, so the matrix leaves them out.
 fn is_public(method: &str, path: &str) -> bool {
@@ -204,6 +220,7 @@ fn is_public(method: &str, path: &str) -> bool {
             .contains(&path)
         || (method == "POST" && path == "/api/v1/sessions")
         || DEVICE_PUBLIC.contains(&(method, path))
+        || PUBLISHER_PUBLIC.contains(&(method, path))
         // A device's token, not a guardian's session: see only_a_live_device_token_reads_the_device.
         || DEVICE_TOKEN.contains(&(method, path))
 }
@@ -260,6 +277,7 @@ impl Targets {
             ("report_id", ReportId::random().to_string()),
             ("contact_code", "0".repeat(64)),
             ("contact_invite_token", "0".repeat(64)),
+            ("package_id", MATRIX_TITLE.to_owned()),
         ]))
     }
 
@@ -397,7 +415,56 @@ async fn start(postgres: bool, extra_args: &[&str]) -> Fallible<(Server, Dirs)> 
     let url = if postgres { Some(cubby_store::testing::fresh_postgres_database().await?) } else { None };
     let mut args = dirs.args(url.as_deref());
     args.extend(extra_args.iter().map(|a| (*a).to_owned()));
-    Ok((Server::start(&args)?, dirs))
+    let server = Server::start(&args)?;
+    register_matrix_publisher(&url.unwrap_or_else(|| dirs.database_url())).await?;
+    Ok((server, dirs))
+}
+
+/// The key of the publisher of [`MATRIX_TITLE`].
+fn matrix_publisher_key() -> cubby_crypto::content_signature::SigningKey {
+    cubby_crypto::content_signature::SigningKey::from_bytes(&[42; 32])
+}
+
+/// Registers the matrix's publisher directly in the running server's database (what
+/// `cubby admin publisher add` does).
+async fn register_matrix_publisher(database_url: &str) -> TestResult {
+    let store = cubby_store::connect(database_url).await?;
+    let publisher = cubby_store::PublisherRow {
+        id: "matrix-books".to_owned(),
+        name: "Matrix Books".to_owned(),
+        public_key: matrix_publisher_key().verifying_key().to_bytes().to_vec(),
+        created_at: 0,
+    };
+    store.add_publisher(&publisher).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Publishes [`MATRIX_TITLE`] (one file) as its publisher would.
+async fn publish_matrix_title(server: &Server) -> TestResult {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let file = b"once upon a time".to_vec();
+    let manifest = json!({
+        "publisher": "matrix-books", "id": MATRIX_TITLE, "version": "1.0.0", "kind": "content",
+        "title": "Matrix Tales", "description": "", "languages": ["en"], "age_band": "under_6",
+        "subjects": ["reading"], "content_descriptors": [], "price": null,
+        "files": [{"path": "tales.txt", "size": file.len(), "sha256": cubby_crypto::content_signature::file_sha256_hex(&file)}],
+        "size": file.len(),
+    })
+    .to_string()
+    .into_bytes();
+    let signature = cubby_crypto::content_signature::sign_manifest(&matrix_publisher_key(), &manifest);
+    let body = json!({ "manifest": base64.encode(&manifest), "signature": base64.encode(signature) });
+    let (status, answer) = api::post(server, "/api/v1/packages", None, body).await?;
+    if status != 201 {
+        return Err(format!("submitting the matrix title answered {status}: {answer}").into());
+    }
+    let response = client()?.put(server.url(&format!("/api/v1/packages/{MATRIX_TITLE}/1.0.0/files/0"))).body(file).send().await?;
+    if response.status().as_u16() != 204 {
+        return Err(format!("uploading the matrix title's file answered {}", response.status()).into());
+    }
+    Ok(())
 }
 
 /// The device SDK, talking to `server`.
@@ -456,6 +523,7 @@ async fn pair(
 impl World {
     async fn new(postgres: bool, extra_args: &[&str]) -> Fallible<Self> {
         let (server, dirs) = start(postgres, extra_args).await?;
+        publish_matrix_title(&server).await?;
         let owner = api::guardian(&server, &dirs.outbox(), "owner@example.com", PASSWORD).await?;
         let family = api::family(&server, &owner, "The Owls").await?;
         api::consent(&server, &dirs.outbox(), &owner, &family).await?;
@@ -600,6 +668,13 @@ impl World {
         }
         if endpoint.in_path("report_id") {
             targets = targets.with("report_id", &file_report(&self.server, &self.dirs, &key, &device).await?);
+        }
+        if endpoint.in_path("package_id") {
+            let path = format!("/api/v1/families/{family}/children/{child}/titles");
+            let (status, body) = api::post(&self.server, &path, Some(&self.owner.token), json!({ "package_id": MATRIX_TITLE })).await?;
+            if status != 201 {
+                return Err(format!("approving the matrix title answered {status}: {body}").into());
+            }
         }
         Ok((caller, targets))
     }

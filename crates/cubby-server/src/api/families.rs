@@ -290,6 +290,8 @@ pub struct FamilyExport {
     /// Each child's quiet hours and daily limit (`null`: none).
     pub quiet_hours: Vec<ChildQuietHours>,
     pub message_retention: super::retention::MessageRetention,
+    /// Each child's approved titles (with entitlements) and its toys' downloads.
+    pub titles: Vec<super::content::ChildTitles>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -342,5 +344,6 @@ pub async fn export(
         devices,
         quiet_hours,
         message_retention,
+        titles: super::content::family_titles(&state, family).await?,
     }))
 }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod children;
 pub mod consent;
 pub mod contacts;
+pub mod content;
 pub mod devices;
 pub mod families;
 pub mod health;
@@ -99,4 +100,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(media::upload_chunk, media::download))
         .routes(routes!(media::upload_state))
         .routes(routes!(ws::connect))
+        .routes(routes!(content::submit))
+        .routes(routes!(content::upload_file, content::download_file))
+        .routes(routes!(content::catalogue))
+        .routes(routes!(content::child_catalogue))
+        .routes(routes!(content::approve, content::list_approved))
+        .routes(routes!(content::withdraw))
+        .routes(routes!(content::device_titles))
 }

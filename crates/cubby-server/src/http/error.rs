@@ -111,6 +111,11 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::MembershipRefused => StatusCode::FORBIDDEN,
         ErrorCode::DailyLimitReached => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::SupervisionRequired => StatusCode::CONFLICT,
+        ErrorCode::SignatureInvalid => StatusCode::FORBIDDEN,
+        ErrorCode::VersionNotNewer => StatusCode::CONFLICT,
+        ErrorCode::HashMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::NotSuitableForAge => StatusCode::FORBIDDEN,
+        ErrorCode::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

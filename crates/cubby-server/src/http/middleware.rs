@@ -14,10 +14,22 @@ use super::metrics::{ErrorLabels, Metrics, RequestLabels, RouteLabels};
 /// Answers `timeout` when a request takes longer than the configured limit. The handler
 /// future is dropped, so an unfinished transaction rolls back: nothing half-written.
 pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let limit = if is_package_file_upload(&request) { limit.max(PACKAGE_UPLOAD_LIMIT) } else { limit };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::timeout().into_response(),
     }
+}
+
+/// A package file (up to `--package-max-size`) is read within its request, so its time
+/// grows with its size: it gets an hour (512 MiB at about 150 KB/s) instead of the usual
+/// limit. What a cut-off upload wrote is discarded, as for any refused file.
+const PACKAGE_UPLOAD_LIMIT: Duration = Duration::from_secs(3600);
+
+fn is_package_file_upload(request: &Request) -> bool {
+    request.method() == axum::http::Method::PUT
+        && request.uri().path().starts_with("/api/v1/packages/")
+        && request.uri().path().contains("/files/")
 }
 
 /// Logs and counts each request by its route template. Deliberately not logged: the

@@ -51,6 +51,8 @@ pub struct AppState {
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub delivery: Arc<Delivery>,
     pub media: Arc<Media>,
+    /// Files of learning content and firmware packages.
+    pub packages: Arc<crate::api::content::PackageFiles>,
 }
 
 /// Throttles for the endpoints that guess-resistant secrets pass through.
@@ -83,9 +85,11 @@ pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &Serve
     let delivery = Arc::new(Delivery::start(services.vault.clone(), config.message_retention));
     let media = Media::start(services.vault.store().clone(), &config.media.blob_store, config.media.max_size, config.message_retention);
     crate::expiry::start(&services.vault, &media);
+    let packages = Arc::new(crate::api::content::PackageFiles::open(&config.media.blob_store, config.media.package_max_size));
     let state = AppState {
         delivery,
         media,
+        packages,
         vault: services.vault,
         mailer: services.mailer,
         passwords: services.passwords,

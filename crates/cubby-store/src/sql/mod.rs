@@ -28,6 +28,7 @@ mod accounts;
 mod audit;
 mod connect;
 mod contacts;
+mod content;
 mod devices;
 mod families;
 mod keys;

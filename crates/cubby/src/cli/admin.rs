@@ -29,6 +29,42 @@ pub enum AdminCommand {
     /// Reports that families escalated to the operator (only those: the rest stay with
     /// the children's guardians).
     Reports(ReportsArgs),
+    /// Content publishers: register their signing keys, see their counts.
+    #[command(subcommand)]
+    Publisher(PublisherAdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PublisherAdminCommand {
+    /// Register a publisher and the public key its packages must be signed with.
+    Add(PublisherAddArgs),
+    /// Per publisher, package and version: downloads and approvals (no family, child or
+    /// device).
+    Stats(PublisherStatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PublisherAddArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// The publisher id used in its manifests: 2 to 40 characters of a-z, 0-9 and '-'.
+    #[arg(long)]
+    id: String,
+
+    /// The publisher's name as guardians see it in the catalogue.
+    #[arg(long)]
+    name: String,
+
+    /// The Ed25519 public key (64 hex digits) that `cubby publisher keygen` printed.
+    #[arg(long, value_name = "HEX")]
+    public_key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PublisherStatsArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +123,8 @@ impl AdminCommand {
             Self::Audit(AuditCommand::Verify(args)) => verify(args).await,
             Self::Expire(args) => expire(*args).await,
             Self::Reports(args) => reports(args).await,
+            Self::Publisher(PublisherAdminCommand::Add(args)) => publisher_add(args).await,
+            Self::Publisher(PublisherAdminCommand::Stats(args)) => publisher_stats(args).await,
         }
     }
 }
@@ -216,6 +254,60 @@ async fn reports(args: ReportsArgs) -> anyhow::Result<ExitCode> {
     vault.store().close().await;
     if escalated.is_empty() {
         println!("no escalated reports");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The longest publisher name shown in the catalogue.
+const MAX_PUBLISHER_NAME_CHARS: usize = 100;
+
+async fn publisher_add(args: PublisherAddArgs) -> anyhow::Result<ExitCode> {
+    if !cubby_core::content::is_publisher_id(&args.id) {
+        anyhow::bail!("--id must be 2 to 40 characters of a-z, 0-9 and '-'");
+    }
+    let name = args.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_PUBLISHER_NAME_CHARS || name.chars().any(char::is_control) {
+        anyhow::bail!("--name must be 1 to {MAX_PUBLISHER_NAME_CHARS} characters on one line");
+    }
+    let Some(public_key) = cubby_crypto::content_signature::parse_public_key_hex(&args.public_key) else {
+        anyhow::bail!("--public-key must be an Ed25519 public key as 64 hex digits");
+    };
+    let settings = args.storage.resolve()?;
+    let opened = bootstrap::open(&settings).await?;
+    let vault = &opened.vault;
+    let row = cubby_store::PublisherRow {
+        id: args.id.clone(),
+        name: name.to_owned(),
+        public_key: public_key.to_vec(),
+        created_at: cubby_server::vault::now_millis(),
+    };
+    let added = vault.store().add_publisher(&row).await?;
+    if added {
+        let detail = format!(r#"{{"publisher":"{}"}}"#, args.id);
+        vault.audit().append(&AuditEvent::operator("publisher.added", detail)).await?;
+    }
+    vault.store().close().await;
+    if !added {
+        eprintln!("a publisher with id {} exists already; nothing changed", args.id);
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("publisher {} added", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publisher_stats(args: PublisherStatsArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.storage.resolve()?;
+    let opened = bootstrap::open(&settings).await?;
+    let stats = opened.vault.store().publisher_stats().await?;
+    opened.vault.store().close().await;
+    if stats.is_empty() {
+        println!("no packages");
+    }
+    for stat in &stats {
+        println!(
+            "{} {} {} downloads={} approvals={}",
+            stat.publisher_id, stat.package_id, stat.version, stat.downloads, stat.approvals
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

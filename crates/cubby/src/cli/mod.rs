@@ -2,6 +2,7 @@
 
 mod admin;
 mod chat;
+mod publish;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,6 +25,11 @@ enum Command {
     Admin(admin::AdminCommand),
     /// A terminal messaging client: pair as a guardian's device, then talk to the family.
     Chat(chat::ChatArgs),
+    /// Sign a content package with the publisher's key and upload it (resumable).
+    Publish(publish::PublishArgs),
+    /// A publisher's own tools: make a signing key.
+    #[command(subcommand)]
+    Publisher(publish::PublisherCommand),
 }
 
 impl Cli {
@@ -32,6 +38,8 @@ impl Cli {
             Command::Serve(args) => serve::run(*args).await,
             Command::Admin(command) => command.run().await,
             Command::Chat(args) => args.run().await,
+            Command::Publish(args) => args.run().await,
+            Command::Publisher(command) => command.run(),
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +49,9 @@ impl Chromium {
             .or_else(|| first_existing(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]))
             .ok_or("chromium is not installed (scripts/test installs Debian's chromium)")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let driver = Command::new(&driver_bin).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        // Its own process group, so that the browsers it starts end with it (see `Drop`).
+        let driver =
+            Command::new(&driver_bin).process_group(0).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         let profile = tempfile::tempdir()?;
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads)?;
@@ -187,17 +190,18 @@ impl Chromium {
         Ok(path)
     }
 
-    pub async fn quit(mut self) -> Fallible<()> {
-        let closed = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        closed?;
+    pub async fn quit(self) -> Fallible<()> {
+        self.client.clone().close().await?;
         Ok(())
     }
 }
 
 impl Drop for Chromium {
+    /// Ends chromedriver and every browser process it started, also when a test failed
+    /// half-way (a lone browser would otherwise keep running, and spinning, after the test).
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod chromium;
+pub mod content;
 pub mod devices;
 pub mod media;
 pub mod portal;
