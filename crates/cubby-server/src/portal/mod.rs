@@ -8,6 +8,7 @@ mod csp_report;
 mod dates;
 mod devices;
 mod family;
+mod learning;
 mod privacy;
 mod reports;
 mod security;
@@ -60,6 +61,7 @@ pub fn routes(tls: bool) -> Router<AppState> {
         .merge(reports::routes())
         .merge(privacy::routes())
         .merge(security::routes())
+        .merge(learning::routes())
         .route(CSP_REPORTS, post(csp_report::receive))
         .route(STYLESHEET_PATH, get(stylesheet))
         .layer(SetResponseHeaderLayer::overriding(
@@ -112,8 +114,14 @@ impl<'a> Nav<'a> {
 }
 
 /// The sections of a family's pages, in the order the navigation shows them.
-pub const FAMILY_SECTIONS: [(&str, &str); 5] =
-    [("devices", "Toys and devices"), ("contacts", "Contacts"), ("reports", "Reports"), ("privacy", "Privacy"), ("security", "Security")];
+pub const FAMILY_SECTIONS: [(&str, &str); 6] = [
+    ("devices", "Toys and devices"),
+    ("contacts", "Contacts"),
+    ("learning", "Learning"),
+    ("reports", "Reports"),
+    ("privacy", "Privacy"),
+    ("security", "Security"),
+];
 
 /// The frame of every page.
 fn layout(title: &str, nav: Nav<'_>, main: Markup) -> Markup {
