@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::{AccountId, SessionId};
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{AccountRow, AccountStore, EmailTokenRow, SessionRow, StoreError, WrappedKey};
 
 type AccountTuple = (String, Vec<u8>, Vec<u8>, String, Option<i64>, i64, i64, Option<i64>);
@@ -44,7 +44,7 @@ type TokenTuple = (Vec<u8>, String, String, Option<String>, String, i64, i64);
 impl AccountStore for SqlStore {
     async fn create_account(&self, account: &AccountRow, key: &WrappedKey) -> Result<(), StoreError> {
         on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from)?;
             sqlx::query(
                 "INSERT INTO accounts (id, email_index, email_sealed, password_hash, email_verified_at, \
                  created_at, last_active_at, idle_warned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -157,7 +157,7 @@ impl AccountStore for SqlStore {
 
     async fn delete_account(&self, id: AccountId) -> Result<bool, StoreError> {
         let deleted = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The key first and explicitly: shredding must not depend on a cascade.
             sqlx::query("DELETE FROM account_keys WHERE account_id = $1").bind(id.to_string()).execute(&mut *tx).await?;
             let deleted =

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::FamilyId;
 
-use super::{Db, SqlStore};
+use super::{BeginWrite, Db, SqlStore};
 use crate::{AuditRow, AuditStore, AuditTail, NewAuditRow, StoreError};
 
 /// A lock id for serialising audit appends across PostgreSQL nodes ("cubbyaud").
@@ -56,7 +56,7 @@ impl AuditStore for SqlStore {
                 row
             }
             Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_APPEND_LOCK).execute(&mut *tx).await?;
                 let row = append_audit_in!(tx, build);
                 tx.commit().await?;

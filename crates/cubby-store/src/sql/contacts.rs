@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use cubby_core::contacts::Person;
 use cubby_core::{AccountId, ChildId, ContactId, FamilyId, ReportId};
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{ContactRow, ContactStatus, ContactStore, DeviceRow, Redeemed, ReportRow, StoreError};
 
 type ContactTuple = (String, String, String, Option<String>, Option<String>, String, i64, Option<i64>);
@@ -118,7 +118,7 @@ impl ContactStore for SqlStore {
 
     async fn redeem_contact_code(&self, code_hash: &[u8], family: FamilyId, child: ChildId, now: i64) -> Result<Redeemed, StoreError> {
         on_pool!(&self.db, |pool| async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM children WHERE id = $1 AND family_id = $2")
                 .bind(child.to_string())
                 .bind(family.to_string())
@@ -172,7 +172,7 @@ impl ContactStore for SqlStore {
 
     async fn accept_contact_invite(&self, token_hash: &[u8], email_index: &[u8], account: AccountId, now: i64) -> Result<Option<ContactRow>, StoreError> {
         let row = on_pool!(&self.db, |pool| async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let invite: Option<(String, String, i64)> = sqlx::query_as(
                 "SELECT family_id, child_id, expires_at FROM contact_invites WHERE token_hash = $1 AND email_index = $2",
             )
@@ -236,7 +236,7 @@ impl ContactStore for SqlStore {
     async fn delete_contact(&self, family: FamilyId, id: ContactId) -> Result<Option<ContactRow>, StoreError> {
         let select = concat!("SELECT ", contact_columns!(), " FROM contacts WHERE family_id = $1 AND id = $2");
         let row = on_pool!(&self.db, |pool| async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: Option<ContactTuple> =
                 sqlx::query_as(select).bind(family.to_string()).bind(id.to_string()).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { return Ok(None) };

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::{ChildId, FamilyId};
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::content::{
     ApprovalRow, ContentStore, DownloadRow, FileStored, NewApproval, NewPackage, PackageRow, PublisherRow,
     PublisherStat, Submitted,
@@ -111,7 +111,7 @@ impl ContentStore for SqlStore {
 
     async fn submit_package(&self, package: &NewPackage) -> Result<Submitted, StoreError> {
         let submitted = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The insert first: SQLite takes its write lock before anything is read, and the
             // primary key settles a race between two submissions of the same version.
             let inserted = sqlx::query(
@@ -205,7 +205,7 @@ impl ContentStore for SqlStore {
 
     async fn record_file(&self, package_id: &str, version: &str, index: i64, now: i64) -> Result<FileStored, StoreError> {
         let outcome = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let recorded = sqlx::query(
                 "UPDATE package_files SET stored_at = $4 \
                  WHERE package_id = $1 AND version = $2 AND idx = $3 AND stored_at IS NULL",
@@ -270,7 +270,7 @@ impl ContentStore for SqlStore {
 
     async fn approve_title(&self, approval: &NewApproval) -> Result<ApprovalRow, StoreError> {
         let row: ApprovalTuple = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let new = sqlx::query(
                 "INSERT INTO title_approvals (family_id, child_id, package_id, approved_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (child_id, package_id) DO NOTHING",
@@ -321,7 +321,7 @@ impl ContentStore for SqlStore {
 
     async fn withdraw_title(&self, family: FamilyId, child: ChildId, package_id: &str) -> Result<bool, StoreError> {
         let withdrawn = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let n = sqlx::query("DELETE FROM title_approvals WHERE family_id = $1 AND child_id = $2 AND package_id = $3")
                 .bind(family.to_string())
                 .bind(child.to_string())
@@ -367,7 +367,7 @@ impl ContentStore for SqlStore {
 
     async fn record_download(&self, download: &DownloadRow) -> Result<bool, StoreError> {
         let new = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let new = sqlx::query(
                 "INSERT INTO package_downloads (family_id, child_id, device_id, package_id, version, at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id, package_id, version) DO NOTHING",

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::{DeviceId, FamilyId};
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{Approval, DeviceRow, DeviceStore, PairingRow, StoreError};
 
 type PairingTuple = (
@@ -161,7 +161,7 @@ impl DeviceStore for SqlStore {
 
     async fn poll_pairing(&self, device_code_hash: &[u8], now: i64) -> Result<Option<PairingRow>, StoreError> {
         let row: Option<PairingTuple> = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query_as(concat!(select_pairing!(), " WHERE device_code_hash = $1"))
                 .bind(device_code_hash)
                 .fetch_optional(&mut *tx)
@@ -179,7 +179,7 @@ impl DeviceStore for SqlStore {
 
     async fn complete_pairing(&self, device_code_hash: &[u8], d: &DeviceRow) -> Result<bool, StoreError> {
         let done = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from)?;
             let taken = sqlx::query("DELETE FROM pairing_requests WHERE device_code_hash = $1 AND status = 'approved'")
                 .bind(device_code_hash)
                 .execute(&mut *tx)
@@ -248,7 +248,7 @@ impl DeviceStore for SqlStore {
 
     async fn revoke_device(&self, family: FamilyId, id: DeviceId, at: i64) -> Result<bool, StoreError> {
         let n = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let n = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE family_id = $2 AND id = $3 AND revoked_at IS NULL")
                 .bind(at)
                 .bind(family.to_string())

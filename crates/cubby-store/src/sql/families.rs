@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::{AccountId, ChildId, FamilyId};
 
-use super::{SqlStore, parse_id};
+use super::{BeginWrite, SqlStore, parse_id};
 use crate::{ChildRow, ConsentRow, FamilyRow, FamilyStore, GuardianRow, InviteRow, StoreError, WrappedKey};
 
 type ConsentTuple = (String, String, String, String, String, String, i64, Option<i64>);
@@ -47,7 +47,7 @@ macro_rules! with_family_lock {
             }
             crate::sql::Db::Postgres(pool) => {
                 let $lock = "SELECT id FROM families WHERE id = $1 FOR UPDATE";
-                let mut $tx = pool.begin().await?;
+                let mut $tx = pool.begin_write().await?;
                 let outcome: bool = $body;
                 if outcome { $tx.commit().await? } else { $tx.rollback().await? }
                 Ok::<bool, StoreError>(outcome)
@@ -96,7 +96,7 @@ impl FamilyStore for SqlStore {
         guardian: Option<AccountId>,
     ) -> Result<(), StoreError> {
         on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from)?;
             sqlx::query("INSERT INTO families (id, created_at, name_sealed) VALUES ($1, $2, $3)")
                 .bind(family.id.to_string())
                 .bind(family.created_at)
@@ -179,7 +179,7 @@ impl FamilyStore for SqlStore {
 
     async fn delete_family(&self, id: FamilyId) -> Result<bool, StoreError> {
         let deleted = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // Keys first and explicitly: shredding must not depend on a cascade.
             for sql in ["DELETE FROM child_keys WHERE family_id = $1", "DELETE FROM family_keys WHERE family_id = $1"] {
                 sqlx::query(sql).bind(id.to_string()).execute(&mut *tx).await?;
@@ -349,7 +349,7 @@ impl FamilyStore for SqlStore {
 
     async fn create_child(&self, child: &ChildRow, key: &WrappedKey) -> Result<(), StoreError> {
         on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from)?;
             sqlx::query(
                 "INSERT INTO children (id, family_id, created_at, nickname_sealed, age_band_sealed) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -417,7 +417,7 @@ impl FamilyStore for SqlStore {
 
     async fn delete_child(&self, family: FamilyId, id: ChildId) -> Result<bool, StoreError> {
         let deleted = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM child_keys WHERE family_id = $1 AND child_id = $2")
                 .bind(family.to_string())
                 .bind(id.to_string())

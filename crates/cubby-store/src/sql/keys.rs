@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{SqlStore, parse_id};
+use super::{BeginWrite, SqlStore, parse_id};
 use crate::{KeyOwner, KeyStore, Rewrap, StoreError, WrappedKey};
 
 type KeyRow = (String, String, Vec<u8>, i64);
@@ -67,7 +67,7 @@ impl KeyStore for SqlStore {
 
     async fn insert_system_key(&self, key: &WrappedKey) -> Result<WrappedKey, StoreError> {
         let row: KeyRow = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO system_keys (owner, master_key_id, wrapped_key, created_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (owner) DO NOTHING",
@@ -111,7 +111,7 @@ impl KeyStore for SqlStore {
 
     async fn rewrap_keys(&self, updates: &[Rewrap]) -> Result<u64, StoreError> {
         let applied = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut applied = 0;
             for update in updates {
                 let (kind, owner) = table(&update.owner);

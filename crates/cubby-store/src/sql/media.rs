@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::DeviceId;
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{ChunkOutcome, MediaChunk, MediaId, MediaRow, MediaStore, NewMedia, StoreError};
 
 type MediaTuple = (String, String, Vec<u8>, Option<String>, i64, i64, i64, Option<i64>, i64);
@@ -89,7 +89,7 @@ impl MediaStore for SqlStore {
 
     async fn add_media_chunk(&self, id: &MediaId, chunk: &MediaChunk, now: i64) -> Result<ChunkOutcome, StoreError> {
         let outcome = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // A write first: SQLite takes its write lock before anything is read, and of
             // two chunks for the same offset exactly one moves the upload on.
             let moved = sqlx::query(
@@ -174,7 +174,7 @@ impl MediaStore for SqlStore {
 
     async fn record_media_fetch(&self, id: &MediaId, device: DeviceId, now: i64) -> Result<bool, StoreError> {
         let done = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "UPDATE media_recipients SET fetched_at = $3 WHERE media_id = $1 AND device_id = $2 AND fetched_at IS NULL",
             )

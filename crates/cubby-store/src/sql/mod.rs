@@ -36,6 +36,29 @@ mod media;
 mod messaging;
 mod schedules;
 
+/// Begins a transaction that will write. SQLite takes its write lock at once (`BEGIN
+/// IMMEDIATE`), so that a busy database makes it wait its turn (the busy timeout): a
+/// deferred transaction that reads before it writes fails at once with "database is
+/// locked" when another connection wrote meanwhile. PostgreSQL needs nothing special.
+pub(crate) trait BeginWrite {
+    type Engine: sqlx::Database;
+    fn begin_write(&self) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Engine>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Engine = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Engine = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 pub struct SqlStore {
     db: Db,
 }

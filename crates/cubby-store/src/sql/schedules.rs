@@ -2,6 +2,7 @@ use async_trait::async_trait;
 use cubby_core::{ChildId, FamilyId};
 
 use super::SqlStore;
+use super::BeginWrite;
 use crate::{ScheduleStore, StoreError};
 
 #[async_trait]
@@ -49,7 +50,7 @@ impl ScheduleStore for SqlStore {
 
     async fn count_send(&self, child: ChildId, day_start: i64, limit: i64) -> Result<bool, StoreError> {
         let counted = on_pool!(&self.db, |pool| async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM daily_sends WHERE child_id = $1 AND day_start < $2")
                 .bind(child.to_string())
                 .bind(day_start)
