@@ -136,7 +136,12 @@ pub trait MessagingStore {
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Removes acknowledged messages from a device's queue, and each message that no
     /// device waits for any longer. Returns how many queue entries went.
-    async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError>;
+    async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError> {
+        self.acknowledge_batch(&[(device, ids.to_vec())]).await
+    }
+    /// [`Self::acknowledge`] for several devices in one transaction (group commit of
+    /// acknowledgements).
+    async fn acknowledge_batch(&self, acks: &[(DeviceId, Vec<i64>)]) -> Result<u64, StoreError>;
     /// Empties a device's queue (a revoked device receives nothing more).
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError>;
     /// Deletes messages past their expiry, with their queue entries.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::Signal;
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
+use crate::delivery::sender_facts::SenderFacts;
 use crate::delivery::{Delivery, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
@@ -42,6 +43,7 @@ const PENDING_SENDS: usize = 256;
 /// and a revocation made on another node takes at most this long to close the socket.
 const POLL_EVERY: Duration = Duration::from_secs(5);
 pub const CLOSE_REVOKED: u16 = 4001;
+const READ_BUFFER: usize = 4 * 1024;
 /// A wake-up may mean another device claimed one of this device's KeyPackages; the count
 /// is looked at no more often than this (wake-ups come with every message).
 const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -107,6 +109,9 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        // A small read buffer that grows for large frames: the default (128 KiB allocated
+        // per connection) would cost a server holding tens of thousands of idle toys gigabytes.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let delivery = state.delivery.clone();
             if let Err(error) = Connection::new(delivery, device).run(socket).await {
@@ -125,12 +130,17 @@ struct Connection {
     /// Highest message id pushed on this connection.
     cursor: i64,
     in_flight: BTreeSet<i64>,
+    /// The latest acknowledgement on its way to the database: a rescan of the queue waits
+    /// for it, or it would push again what the device has just acknowledged.
+    last_ack: Option<crate::delivery::acknowledgements::Written>,
+    /// Whether the queue may hold something not yet pushed (a wake-up, a poll, room freed).
+    look_again: bool,
     key_packages_checked: Option<tokio::time::Instant>,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), key_packages_checked: None }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, key_packages_checked: None }
     }
 
     async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
@@ -147,7 +157,10 @@ impl Connection {
         self.schedule = self.delivery.schedule_of(&self.device).await;
         let mut poll = tokio::time::interval(POLL_EVERY);
         loop {
-            self.push_queue(&mut socket).await?;
+            // The queue is read when something may have changed, not after every frame.
+            if std::mem::take(&mut self.look_again) {
+                self.push_queue(&mut socket).await?;
+            }
             let release = release_in(self.held_until, now_millis());
             tokio::select! {
                 incoming = socket.recv() => {
@@ -167,11 +180,15 @@ impl Connection {
                     if revoked {
                         return close_revoked(socket).await;
                     }
+                    self.look_again = true;
                     self.report_key_packages(&mut socket).await?;
                 }
                 Some(reply) = answered.recv() => socket.send(reply).await?,
                 // The quiet window ended: what it held goes out now.
-                _ = tokio::time::sleep(release) => self.cursor = 0,
+                _ = tokio::time::sleep(release) => {
+                    self.cursor = 0;
+                    self.look_again = true;
+                }
                 _ = poll.tick() => {
                     if !self.still_active().await {
                         return close_revoked(socket).await;
@@ -180,6 +197,7 @@ impl Connection {
                     // On PostgreSQL ids are not committed in id order across nodes: a
                     // message can become visible below the cursor. Rescan now and then.
                     self.cursor = 0;
+                    self.look_again = true;
                 }
             }
         }
@@ -188,11 +206,16 @@ impl Connection {
     async fn on_frame(&mut self, socket: &mut WebSocket, text: &str, sends: &mpsc::Sender<(u64, SendMessage)>) -> Result<(), axum::Error> {
         match serde_json::from_str::<FromDevice>(text) {
             Ok(FromDevice::Ack { ids }) => {
+                // Room in a full budget: what waited behind it can go out.
+                self.look_again |= self.in_flight.len() >= IN_FLIGHT;
                 for id in &ids {
                     self.in_flight.remove(id);
                 }
-                if let Err(error) = self.delivery.acknowledge(self.device.id, &ids).await {
-                    socket.send(error_frame(None, &error, "the acknowledgement was not stored; send it again".to_owned())).await?;
+                match self.delivery.acknowledge(self.device.id, ids).await {
+                    Ok(written) => self.last_ack = Some(written),
+                    Err(error) => {
+                        socket.send(error_frame(None, &error, "the acknowledgement was not stored; send it again".to_owned())).await?;
+                    }
                 }
             }
             Ok(FromDevice::Send { reference, body }) => {
@@ -211,6 +234,11 @@ impl Connection {
     /// quiet hours only guardians' urgent messages (and the group changes that keep the
     /// toy's conversations consistent) go out; the rest stays queued.
     async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        if self.cursor == 0
+            && let Some(written) = self.last_ack.take()
+        {
+            let _ = written.await;
+        }
         let now = now_millis();
         self.held_until = None;
         while self.in_flight.len() < IN_FLIGHT {
@@ -308,9 +336,10 @@ async fn store_sends(
         })
     };
     let _stop_answering = AbortOnDrop(answering);
+    let mut facts = SenderFacts::cached();
     while let Some((reference, body)) = pending.recv().await {
         let result = match outgoing(body) {
-            Ok(outgoing) => delivery.submit(&device, outgoing).await,
+            Ok(outgoing) => delivery.submit(&device, outgoing, &mut facts).await,
             Err(error) => Err(error),
         };
         let result = result.map_err(|error| error_frame(Some(reference), &error, error.message().to_owned()));

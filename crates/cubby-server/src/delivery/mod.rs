@@ -4,11 +4,13 @@
 //! encrypted application messages without reading them, acknowledges a send only once it
 //! is durably stored, and removes revoked devices from their groups by external proposal.
 
+pub mod acknowledgements;
 pub mod group_commit;
 pub mod hub;
 pub mod membership;
 pub mod mls_rules;
 pub mod quiet_hours;
+pub mod sender_facts;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use group_commit::{CommitError, GroupCommit};
 use hub::Hub;
 use membership::Roster;
 use mls_rules::{ExternalSender, Inbound, LeafDevice, PublicState, Rejection};
+use sender_facts::SenderFacts;
 
 /// Most KeyPackages a device may hold at once, and the level under which it is asked to
 /// top up.
@@ -40,6 +43,7 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     vault: Arc<crate::Vault>,
     writer: GroupCommit,
+    acknowledgements: acknowledgements::Acknowledgements,
     hub: Arc<Hub>,
     external_sender: ExternalSender,
     retention: Duration,
@@ -91,6 +95,7 @@ impl Delivery {
         Self {
             vault,
             writer: GroupCommit::start(store.clone()),
+            acknowledgements: acknowledgements::Acknowledgements::start(store.clone()),
             store,
             hub: Arc::new(Hub::default()),
             external_sender: ExternalSender::from_seed(external_sender_seed),
@@ -119,8 +124,9 @@ impl Delivery {
     }
 
     /// Counts a send of a child's toy against the child's daily limit.
-    async fn within_daily_limit(&self, device: &DeviceRow) -> Result<(), ApiError> {
-        let (Some(child), Some(schedule)) = (device.child_id, self.schedule_of(device).await) else { return Ok(()) };
+    async fn within_daily_limit(&self, device: &DeviceRow, facts: &mut SenderFacts) -> Result<(), ApiError> {
+        let Some(child) = device.child_id else { return Ok(()) };
+        let Some(schedule) = facts.schedule(self, device).await else { return Ok(()) };
         let (Some(limit), Some(day_start)) = (schedule.daily_limit, schedule.day_start(now_millis())) else { return Ok(()) };
         if self.store.count_send(child, day_start, i64::from(limit)).await? {
             Ok(())
@@ -245,16 +251,16 @@ impl Delivery {
 
     /// Accepts a device's message once it is durably stored; returns the stored ids.
     pub async fn send(&self, device: &DeviceRow, outgoing: Outgoing) -> Result<Vec<i64>, ApiError> {
-        self.submit(device, outgoing).await?.stored(self).await
+        self.submit(device, outgoing, &mut SenderFacts::uncached()).await?.stored(self).await
     }
 
     /// Checks a device's message and queues it for storage, without waiting for the
     /// write: sends submitted one after the other are stored in that order.
-    pub async fn submit(&self, device: &DeviceRow, outgoing: Outgoing) -> Result<Submitted, ApiError> {
+    pub async fn submit(&self, device: &DeviceRow, outgoing: Outgoing, facts: &mut SenderFacts) -> Result<Submitted, ApiError> {
         match mls_rules::classify(&outgoing.message)? {
-            Inbound::Application { group_id, epoch } => self.send_application(device, group_id, epoch, outgoing).await,
+            Inbound::Application { group_id, epoch } => self.send_application(device, group_id, epoch, outgoing, facts).await,
             Inbound::Commit { group_id, message, .. } => {
-                self.send_commit(device, group_id, *message, outgoing.message, outgoing.welcome).await
+                self.send_commit(device, group_id, *message, outgoing.message, outgoing.welcome, facts).await
             }
         }
     }
@@ -275,6 +281,7 @@ impl Delivery {
         group_id: Vec<u8>,
         epoch: u64,
         outgoing: Outgoing,
+        facts: &mut SenderFacts,
     ) -> Result<Submitted, ApiError> {
         if outgoing.welcome.is_some() {
             return Err(ApiError::new(ErrorCode::MalformedMessage, "only a commit comes with a Welcome"));
@@ -287,9 +294,9 @@ impl Delivery {
         if epoch + MAX_PAST_EPOCHS < current {
             return Err(stale(group.epoch));
         }
-        self.within_daily_limit(device).await?;
+        self.within_daily_limit(device, facts).await?;
         let recipients: Vec<DeviceId> = members.into_iter().filter(|m| *m != device.id).collect();
-        let retention = self.retention_of(group.family_id).await?;
+        let retention = facts.retention(self, group.family_id).await?;
         let message =
             self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients, retention);
         let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };
@@ -305,6 +312,7 @@ impl Delivery {
         message: openmls::prelude::ProtocolMessage,
         commit_bytes: Vec<u8>,
         welcome: Option<Vec<u8>>,
+        facts: &mut SenderFacts,
     ) -> Result<Submitted, ApiError> {
         let (group, _) = self.member_group(device, &group_id).await?;
         let state = PublicState::decode(&group_id, &group.public_state)?;
@@ -324,7 +332,7 @@ impl Delivery {
         let mut messages = Vec::with_capacity(2);
         let others: Vec<DeviceId> =
             accepted.members_before.iter().map(|m| m.device).filter(|d| *d != device.id).collect();
-        let retention = self.retention_of(group.family_id).await?;
+        let retention = facts.retention(self, group.family_id).await?;
         messages.push(self.new_message(&group_id, Some(device.id), MessageKind::Commit, commit_bytes, others, retention));
         match (welcome, added.is_empty()) {
             (Some(welcome), false) => {
@@ -400,8 +408,12 @@ impl Delivery {
         Ok(self.store.queued_for(device, after, limit).await?)
     }
 
-    pub async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, ApiError> {
-        Ok(self.store.acknowledge(device, ids).await?)
+    /// Queues a device's acknowledgement for the next batch write; see [`acknowledgements`].
+    pub async fn acknowledge(&self, device: DeviceId, ids: Vec<i64>) -> Result<acknowledgements::Written, ApiError> {
+        self.acknowledgements
+            .record(device, ids)
+            .await
+            .ok_or_else(|| ApiError::unavailable(&"the acknowledgement writer stopped"))
     }
 
     /// A device was revoked: close its connections, drop its queue, and propose its

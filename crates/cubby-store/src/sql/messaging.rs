@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::DeviceId;
 
-use super::{SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{
     Append, Appended, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
 };
@@ -32,7 +32,7 @@ const DELETE_IF_DELIVERED: &str =
 impl MessagingStore for SqlStore {
     async fn add_key_packages(&self, device: DeviceId, packages: &[NewKeyPackage]) -> Result<(), StoreError> {
         on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if packages.iter().any(|p| p.last_resort) {
                 sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort = TRUE")
                     .bind(device.to_string())
@@ -54,7 +54,7 @@ impl MessagingStore for SqlStore {
 
     async fn claim_key_package(&self, device: DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
         let package = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // A write first, so SQLite takes its write lock (waiting its turn) before reading.
             let package = loop {
                 let claimed: Option<(Vec<u8>,)> = sqlx::query_as(
@@ -103,7 +103,7 @@ impl MessagingStore for SqlStore {
 
     async fn create_group(&self, group: &GroupRow, members: &[DeviceId]) -> Result<bool, StoreError> {
         let created = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let created = sqlx::query(
                 "INSERT INTO mls_groups (id, family_id, epoch, public_state, created_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (id) DO NOTHING",
@@ -164,7 +164,7 @@ impl MessagingStore for SqlStore {
 
     async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
         let outcomes = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for append in batch {
                 if let Some(change) = &append.epoch_change {
@@ -252,20 +252,23 @@ impl MessagingStore for SqlStore {
         rows.into_iter().map(queued_from).collect()
     }
 
-    async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError> {
+    async fn acknowledge_batch(&self, acks: &[(DeviceId, Vec<i64>)]) -> Result<u64, StoreError> {
         let removed = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut removed = 0;
-            for id in ids {
-                let n = sqlx::query("DELETE FROM deliveries WHERE device_id = $1 AND message_id = $2")
-                    .bind(device.to_string())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    removed += n;
-                    sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
+            for (device, ids) in acks {
+                let device = device.to_string();
+                for id in ids {
+                    let n = sqlx::query("DELETE FROM deliveries WHERE device_id = $1 AND message_id = $2")
+                        .bind(&device)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n > 0 {
+                        removed += n;
+                        sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
+                    }
                 }
             }
             tx.commit().await?;
@@ -276,7 +279,7 @@ impl MessagingStore for SqlStore {
 
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError> {
         let dropped = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let rows: Vec<(i64,)> = sqlx::query_as("DELETE FROM deliveries WHERE device_id = $1 RETURNING message_id")
                 .bind(device.to_string())
                 .fetch_all(&mut *tx)
