@@ -1,6 +1,7 @@
 //! The command line.
 
 mod admin;
+mod bench;
 mod chat;
 mod publish;
 mod serve;
@@ -27,6 +28,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Sign a content package with the publisher's key and upload it (resumable).
     Publish(publish::PublishArgs),
+    /// Load-test a server (started fresh, or given by URL) with simulated toys, side by side
+    /// with Mosquitto; prints medians of several runs.
+    Bench(Box<bench::BenchArgs>),
     /// A publisher's own tools: make a signing key.
     #[command(subcommand)]
     Publisher(publish::PublisherCommand),
@@ -40,6 +44,7 @@ impl Cli {
             Command::Chat(args) => args.run().await,
             Command::Publish(args) => args.run().await,
             Command::Publisher(command) => command.run(),
+            Command::Bench(args) => args.run().await,
         }
     }
 }
