@@ -166,8 +166,9 @@ async fn make_group(base_url: &str, members: Vec<Toy>, text_bytes: usize, dir: &
 /// 256 bytes, so lengths do not leak. A text fits `block` bytes of that with room for the
 /// rest: with the default of 256, one padding block, the smallest message a toy sends.
 fn text_for(block: usize) -> String {
-    /// The signature (64 bytes) and MLS framing inside the padded content.
-    const SIGNATURE_AND_FRAMING: usize = 80;
+    /// The signature (64 bytes), the sender's generation and key id, and MLS framing
+    /// inside the padded content (measured: 150 leaves a text that fits one block).
+    const SIGNATURE_AND_FRAMING: usize = 150;
     let envelope = cubby_client::Envelope::text("").encode().len();
     "x".repeat(block.saturating_sub(envelope + SIGNATURE_AND_FRAMING).max(1))
 }
