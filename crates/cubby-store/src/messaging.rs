@@ -112,6 +112,15 @@ pub struct QueuedMessage {
     pub created_at: i64,
 }
 
+/// What one [`MessagingStore::write_batch`] did.
+#[derive(Debug)]
+pub struct BatchWritten {
+    /// One outcome per append, in order.
+    pub appended: Vec<Appended>,
+    /// Queue entries the acknowledgements removed.
+    pub acknowledged: u64,
+}
+
 #[async_trait]
 pub trait MessagingStore {
     /// Adds packages for a device; a new last-resort package replaces the previous one.
@@ -131,17 +140,19 @@ pub trait MessagingStore {
 
     /// Writes a batch of appends in one transaction (group commit). Each append is all or
     /// nothing: a stale epoch change skips it and writes none of its messages.
-    async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError>;
+    async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        Ok(self.write_batch(batch, &[]).await?.appended)
+    }
+    /// Appends, then acknowledgements (as [`Self::acknowledge`]), in one transaction: the
+    /// delivery service's one writer, so that its writes never wait for each other's lock.
+    async fn write_batch(&self, batch: &[Append], acks: &[(DeviceId, Vec<i64>)]) -> Result<BatchWritten, StoreError>;
     /// A device's queue in order (by message id, so in order per group), after `after_id`.
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Removes acknowledged messages from a device's queue, and each message that no
     /// device waits for any longer. Returns how many queue entries went.
     async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError> {
-        self.acknowledge_batch(&[(device, ids.to_vec())]).await
+        Ok(self.write_batch(&[], &[(device, ids.to_vec())]).await?.acknowledged)
     }
-    /// [`Self::acknowledge`] for several devices in one transaction (group commit of
-    /// acknowledgements).
-    async fn acknowledge_batch(&self, acks: &[(DeviceId, Vec<i64>)]) -> Result<u64, StoreError>;
     /// Empties a device's queue (a revoked device receives nothing more).
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError>;
     /// Deletes messages past their expiry, with their queue entries.

@@ -132,7 +132,7 @@ struct Connection {
     in_flight: BTreeSet<i64>,
     /// The latest acknowledgement on its way to the database: a rescan of the queue waits
     /// for it, or it would push again what the device has just acknowledged.
-    last_ack: Option<crate::delivery::acknowledgements::Written>,
+    last_ack: Option<crate::delivery::group_commit::AckWritten>,
     /// Whether the queue may hold something not yet pushed (a wake-up, a poll, room freed).
     look_again: bool,
     key_packages_checked: Option<tokio::time::Instant>,

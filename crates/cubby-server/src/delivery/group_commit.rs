@@ -1,21 +1,34 @@
 //! Group commit: sends arriving together are written in one transaction, so that the
 //! cost of a durable commit (an fsync) is shared instead of capping throughput. A send
 //! is acknowledged only after its transaction committed.
+//!
+//! Devices' acknowledgements go into the same transactions. One writer for both means they
+//! never wait for each other's database lock (SQLite's busy wait sleeps in steps of
+//! milliseconds), and an acknowledgement frame costs no commit of its own. A connection
+//! does not wait for its acknowledgement to be written: if the server stops first, the
+//! messages are delivered again on the next connection (delivery is at least once, and the
+//! SDK skips what it has processed).
 
 use std::sync::Arc;
 
+use cubby_core::DeviceId;
 use cubby_store::{Append, Appended, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-/// Most appends per transaction: enough to amortise the fsync, small enough to keep the
-/// latency of the first one low.
+/// Most appends and acknowledgements per transaction: enough to amortise the fsync, small
+/// enough to keep the latency of the first one low.
 const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<Appended, Arc<StoreError>>>;
 
+enum Work {
+    Append(Append, Reply),
+    Acknowledge(DeviceId, Vec<i64>, oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<(Append, Reply)>,
+    queue: mpsc::Sender<Work>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +38,10 @@ pub enum CommitError {
     #[error("the message writer stopped")]
     Stopped,
 }
+
+/// Resolves once an acknowledgement's batch was written (or failed): batches are written
+/// in order, so every earlier acknowledgement of the connection is written by then too.
+pub type AckWritten = oneshot::Receiver<()>;
 
 impl GroupCommit {
     /// Starts the writer task (it ends when every handle is dropped).
@@ -43,8 +60,15 @@ impl GroupCommit {
     /// written in that order, so a connection can pipeline its sends and keep their order.
     pub async fn enqueue(&self, append: Append) -> Result<Queued, CommitError> {
         let (reply, done) = oneshot::channel();
-        self.queue.send((append, reply)).await.map_err(|_| CommitError::Stopped)?;
+        self.queue.send(Work::Append(append, reply)).await.map_err(|_| CommitError::Stopped)?;
         Ok(Queued(done))
+    }
+
+    /// Queues a device's acknowledgement; waits only while the queue is full.
+    pub async fn acknowledge(&self, device: DeviceId, ids: Vec<i64>) -> Result<AckWritten, CommitError> {
+        let (written, done) = oneshot::channel();
+        self.queue.send(Work::Acknowledge(device, ids, written)).await.map_err(|_| CommitError::Stopped)?;
+        Ok(done)
     }
 }
 
@@ -58,23 +82,39 @@ impl Queued {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<(Append, Reply)>) {
+async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (appends, replies): (Vec<Append>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.append(&appends).await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
+        let (mut appends, mut replies, mut acks, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for work in batch.drain(..) {
+            match work {
+                Work::Append(append, reply) => {
+                    appends.push(append);
+                    replies.push(reply);
+                }
+                Work::Acknowledge(device, ids, done) => {
+                    acks.push((device, ids));
+                    written.push(done);
+                }
+            }
+        }
+        match store.write_batch(&appends, &acks).await {
+            Ok(outcome) => {
+                for (reply, result) in replies.into_iter().zip(outcome.appended) {
                     let _ = reply.send(Ok(result));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, appends = appends.len(), "storing a batch of messages failed");
+                // Acknowledgements lost here only mean the messages go out again.
+                tracing::error!(%error, appends = appends.len(), acks = acks.len(), "storing a batch of messages failed");
                 let error = Arc::new(error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
+        }
+        for done in written {
+            let _ = done.send(());
         }
     }
 }

@@ -4,7 +4,6 @@
 //! encrypted application messages without reading them, acknowledges a send only once it
 //! is durably stored, and removes revoked devices from their groups by external proposal.
 
-pub mod acknowledgements;
 pub mod group_commit;
 pub mod hub;
 pub mod membership;
@@ -43,7 +42,6 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     vault: Arc<crate::Vault>,
     writer: GroupCommit,
-    acknowledgements: acknowledgements::Acknowledgements,
     hub: Arc<Hub>,
     external_sender: ExternalSender,
     retention: Duration,
@@ -95,7 +93,6 @@ impl Delivery {
         Self {
             vault,
             writer: GroupCommit::start(store.clone()),
-            acknowledgements: acknowledgements::Acknowledgements::start(store.clone()),
             store,
             hub: Arc::new(Hub::default()),
             external_sender: ExternalSender::from_seed(external_sender_seed),
@@ -408,12 +405,9 @@ impl Delivery {
         Ok(self.store.queued_for(device, after, limit).await?)
     }
 
-    /// Queues a device's acknowledgement for the next batch write; see [`acknowledgements`].
-    pub async fn acknowledge(&self, device: DeviceId, ids: Vec<i64>) -> Result<acknowledgements::Written, ApiError> {
-        self.acknowledgements
-            .record(device, ids)
-            .await
-            .ok_or_else(|| ApiError::unavailable(&"the acknowledgement writer stopped"))
+    /// Queues a device's acknowledgement for the next batch write; see [`group_commit`].
+    pub async fn acknowledge(&self, device: DeviceId, ids: Vec<i64>) -> Result<group_commit::AckWritten, ApiError> {
+        Ok(self.writer.acknowledge(device, ids).await?)
     }
 
     /// A device was revoked: close its connections, drop its queue, and propose its

@@ -3,7 +3,7 @@ use cubby_core::DeviceId;
 
 use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{
-    Append, Appended, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
+    Append, Appended, BatchWritten, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
 };
 
 type GroupTuple = (Vec<u8>, String, i64, Vec<u8>, i64);
@@ -23,6 +23,9 @@ fn queued_from((id, group_id, sender, kind, payload, urgent, created_at): Queued
 /// an error that would fail a whole batch).
 const INSERT_MEMBER: &str = "INSERT INTO group_members (group_id, device_id) SELECT $1, id FROM devices WHERE id = $2 \
                              ON CONFLICT (group_id, device_id) DO NOTHING";
+
+/// Ids bound in one `IN (…)` list, well under either engine's limit on parameters.
+const IDS_PER_STATEMENT: usize = 500;
 
 /// Deletes a message once no device waits for it any longer.
 const DELETE_IF_DELIVERED: &str =
@@ -162,8 +165,8 @@ impl MessagingStore for SqlStore {
         rows.into_iter().map(group_from).collect()
     }
 
-    async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        let outcomes = on_pool!(&self.db, |pool| {
+    async fn write_batch(&self, batch: &[Append], acks: &[(DeviceId, Vec<i64>)]) -> Result<BatchWritten, StoreError> {
+        let written = on_pool!(&self.db, |pool| {
             let mut tx = pool.begin_write().await?;
             let mut outcomes = Vec::with_capacity(batch.len());
             for append in batch {
@@ -208,19 +211,17 @@ impl MessagingStore for SqlStore {
                     .fetch_one(&mut *tx)
                     .await?;
                     // Only to live devices: one gone or revoked meanwhile gets nothing, and
-                    // does not fail the batch.
+                    // does not fail the batch. One statement for all of a message's recipients.
                     let mut queued = 0;
-                    for recipient in &message.recipients {
-                        queued += sqlx::query(
-                            "INSERT INTO deliveries (device_id, message_id) \
-                             SELECT id, $2 FROM devices WHERE id = $1 AND revoked_at IS NULL \
-                             ON CONFLICT (device_id, message_id) DO NOTHING",
-                        )
-                        .bind(recipient.to_string())
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                    for recipients in message.recipients.chunks(IDS_PER_STATEMENT) {
+                        let mut insert = sqlx::QueryBuilder::new("INSERT INTO deliveries (device_id, message_id) SELECT id, ");
+                        insert.push_bind(id).push(" FROM devices WHERE revoked_at IS NULL AND id IN (");
+                        let mut list = insert.separated(", ");
+                        for recipient in recipients {
+                            list.push_bind(recipient.to_string());
+                        }
+                        insert.push(") ON CONFLICT (device_id, message_id) DO NOTHING");
+                        queued += insert.build().execute(&mut *tx).await?.rows_affected();
                     }
                     // A message nobody waits for is not kept until it expires.
                     if queued == 0 {
@@ -230,10 +231,33 @@ impl MessagingStore for SqlStore {
                 }
                 outcomes.push(Appended::Stored(ids));
             }
+            let mut removed = 0;
+            for (device, ids) in acks {
+                let device = device.to_string();
+                // Two statements per chunk of ids, not two per id: a device acknowledges
+                // messages in batches, and statements are what the database spends its time on.
+                for ids in ids.chunks(IDS_PER_STATEMENT) {
+                    let mut delete = sqlx::QueryBuilder::new("DELETE FROM deliveries WHERE device_id = ");
+                    delete.push_bind(&device).push(" AND message_id IN (");
+                    let mut list = delete.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    delete.push(")");
+                    removed += delete.build().execute(&mut *tx).await?.rows_affected();
+                    let mut forget = sqlx::QueryBuilder::new("DELETE FROM messages WHERE id IN (");
+                    let mut list = forget.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    forget.push(") AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = messages.id)");
+                    forget.build().execute(&mut *tx).await?;
+                }
+            }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcomes)
+            Ok::<_, sqlx::Error>(BatchWritten { appended: outcomes, acknowledged: removed })
         })?;
-        Ok(outcomes)
+        Ok(written)
     }
 
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError> {
@@ -250,31 +274,6 @@ impl MessagingStore for SqlStore {
             .await
         })?;
         rows.into_iter().map(queued_from).collect()
-    }
-
-    async fn acknowledge_batch(&self, acks: &[(DeviceId, Vec<i64>)]) -> Result<u64, StoreError> {
-        let removed = on_pool!(&self.db, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let mut removed = 0;
-            for (device, ids) in acks {
-                let device = device.to_string();
-                for id in ids {
-                    let n = sqlx::query("DELETE FROM deliveries WHERE device_id = $1 AND message_id = $2")
-                        .bind(&device)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if n > 0 {
-                        removed += n;
-                        sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
-                    }
-                }
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(removed)
-        })?;
-        Ok(removed)
     }
 
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError> {

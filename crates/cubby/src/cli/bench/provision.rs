@@ -47,14 +47,29 @@ pub struct Toy {
     pub source: IpAddr,
 }
 
-/// The loopback source address for the `n`th client (127.0.0.2 onwards).
+/// The loopback source address for the `n`th client: 127.0.0.2, 127.0.0.3, … skipping the
+/// network and broadcast numbers (.0 and .255), so no two clients share one.
 pub fn source_address(n: usize) -> IpAddr {
-    let n = n + 2;
-    IpAddr::V4(Ipv4Addr::new(127, ((n >> 16) & 0xff) as u8, ((n >> 8) & 0xff) as u8, (n & 0xff).max(1) as u8))
+    let n = n + 1;
+    let (host, network) = (n % 254 + 1, n / 254);
+    IpAddr::V4(Ipv4Addr::new(127, (network >> 8 & 0xff) as u8, (network & 0xff) as u8, host as u8))
 }
 
 pub fn http_from(source: IpAddr) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().local_address(source).pool_max_idle_per_host(4).build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_has_an_address_of_its_own() {
+        let addresses: std::collections::HashSet<IpAddr> = (0..100_000).map(source_address).collect();
+        assert_eq!(addresses.len(), 100_000);
+        assert_eq!(source_address(0), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert!(addresses.iter().all(|a| matches!(a, IpAddr::V4(v4) if v4.octets()[3] != 0 && v4.octets()[3] != 255)));
+    }
 }
 
 impl Family {
