@@ -59,18 +59,6 @@ pub fn http_from(source: IpAddr) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().local_address(source).pool_max_idle_per_host(4).build()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_client_has_an_address_of_its_own() {
-        let addresses: std::collections::HashSet<IpAddr> = (0..100_000).map(source_address).collect();
-        assert_eq!(addresses.len(), 100_000);
-        assert_eq!(source_address(0), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-        assert!(addresses.iter().all(|a| matches!(a, IpAddr::V4(v4) if v4.octets()[3] != 0 && v4.octets()[3] != 255)));
-    }
-}
 
 impl Family {
     /// Signs a new guardian up (named by `label`, calling from `source`), confirms the
@@ -211,4 +199,17 @@ async fn mailed_token(outbox: &Path, to: &str, subject: &str) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     bail!("no mail to {to} about {subject:?} in {} (is it the server's --outbox-dir?)", outbox.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_has_an_address_of_its_own() {
+        let addresses: std::collections::HashSet<IpAddr> = (0..100_000).map(source_address).collect();
+        assert_eq!(addresses.len(), 100_000);
+        assert_eq!(source_address(0), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert!(addresses.iter().all(|a| matches!(a, IpAddr::V4(v4) if v4.octets()[3] != 0 && v4.octets()[3] != 255)));
+    }
 }
