@@ -39,8 +39,9 @@ pub use families::{ChildRow, ConsentRow, FamilyRow, FamilyStore, GuardianRow, In
 pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
 pub use blobs::{BlobError, BlobLocation, BlobWriter, Blobs, S3Location};
 pub use media::{ChunkOutcome, MediaChunk, MediaId, MediaRow, MediaStore, NewMedia};
-pub use messaging::{BatchWritten, 
-    Append, Appended, EpochChange, GroupRow, MessageKind, MessagingStore, NewKeyPackage, NewMessage, QueuedMessage,
+pub use messaging::{
+    Append, Appended, BatchWritten, EpochChange, GroupRouting, GroupRow, MessageKind, MessagingStore, NewKeyPackage,
+    NewMessage, QueuedMessage,
 };
 pub use schedules::ScheduleStore;
 pub use sql::SqlStore;

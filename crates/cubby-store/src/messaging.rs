@@ -26,6 +26,14 @@ pub struct GroupRow {
     pub created_at: i64,
 }
 
+/// A group as the relay of an application message sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRouting {
+    pub family_id: FamilyId,
+    pub epoch: i64,
+    pub members: Vec<DeviceId>,
+}
+
 /// `application`, `commit`, `proposal` or `welcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageKind {
@@ -135,6 +143,9 @@ pub trait MessagingStore {
     async fn create_group(&self, group: &GroupRow, members: &[DeviceId]) -> Result<bool, StoreError>;
     async fn group(&self, id: &[u8]) -> Result<Option<GroupRow>, StoreError>;
     async fn group_members(&self, id: &[u8]) -> Result<Vec<DeviceId>, StoreError>;
+    /// What routing an application message needs, in one read: the group's family, epoch
+    /// and members (not its public state, which can be kilobytes). `None` if no such group.
+    async fn group_routing(&self, id: &[u8]) -> Result<Option<GroupRouting>, StoreError>;
     /// The groups a device is a member of.
     async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupRow>, StoreError>;
 

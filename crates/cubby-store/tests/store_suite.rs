@@ -454,6 +454,10 @@ async fn a_commit_moves_its_group_on_once(h: Harness) -> TestResult {
     assert_eq!(h.store.group(&group.id).await?.map(|g| g.epoch), Some(2));
     assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, c]));
     assert_eq!(h.store.device_groups(b).await?, vec![]);
+    // The relay's one read agrees with the group and its members.
+    let routing = h.store.group_routing(&group.id).await?.ok_or("no routing")?;
+    assert_eq!((routing.family_id, routing.epoch, routing.members), (f.id, 2, sorted(vec![a, c])));
+    assert_eq!(h.store.group_routing(&[0; 16]).await?, None);
 
     // A change that keeps the epoch (the server's proposal) records the state only.
     let mut proposal = commit(&group, 2, &[a, c], b"proposal", &[a, c]);

@@ -283,7 +283,12 @@ impl Delivery {
         if outgoing.welcome.is_some() {
             return Err(ApiError::new(ErrorCode::MalformedMessage, "only a commit comes with a Welcome"));
         }
-        let (group, members) = self.member_group(device, &group_id).await?;
+        // One read, without the group's public state: this runs for every message.
+        let Some(group) = self.store.group_routing(&group_id).await? else { return Err(unknown_group()) };
+        if !group.members.contains(&device.id) {
+            return Err(unknown_group());
+        }
+        let members = group.members;
         let current = u64::try_from(group.epoch).unwrap_or(0);
         if epoch > current {
             return Err(ApiError::new(ErrorCode::MalformedMessage, "the message is for an epoch the group has not reached"));

@@ -3,7 +3,7 @@ use cubby_core::DeviceId;
 
 use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{
-    Append, Appended, BatchWritten, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
+    Append, Appended, BatchWritten, GroupRouting, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage, StoreError,
 };
 
 type GroupTuple = (Vec<u8>, String, i64, Vec<u8>, i64);
@@ -149,6 +149,22 @@ impl MessagingStore for SqlStore {
                 .await
         })?;
         rows.iter().map(|(id,)| parse_id(id)).collect()
+    }
+
+    async fn group_routing(&self, id: &[u8]) -> Result<Option<GroupRouting>, StoreError> {
+        // A LEFT JOIN so that a group without members still answers (with none).
+        let rows: Vec<(String, i64, Option<String>)> = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT g.family_id, g.epoch, m.device_id FROM mls_groups g \
+                 LEFT JOIN group_members m ON m.group_id = g.id WHERE g.id = $1 ORDER BY m.device_id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await
+        })?;
+        let Some((family_id, epoch, _)) = rows.first() else { return Ok(None) };
+        let members = rows.iter().filter_map(|(_, _, device)| device.as_deref()).map(parse_id).collect::<Result<_, _>>()?;
+        Ok(Some(GroupRouting { family_id: parse_id(family_id)?, epoch: *epoch, members }))
     }
 
     async fn device_groups(&self, device: DeviceId) -> Result<Vec<GroupRow>, StoreError> {
