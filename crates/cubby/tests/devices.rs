@@ -84,18 +84,7 @@ async fn device_request(server: &Server, method: reqwest::Method, path: &str, to
 fn wait_for_mail(outbox: &Path, to: &str, subject: &str) -> Fallible<usize> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let count = std::fs::read_dir(outbox)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                    .filter(|text| {
-                        text.lines().any(|l| l == format!("To: {to}"))
-                            && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let count = api::mails(outbox, to, subject);
         if count > 0 || Instant::now() > deadline {
             return Ok(count);
         }
@@ -214,15 +203,7 @@ async fn a_code_never_attaches_a_toy_to_another_family(postgres: bool) -> TestRe
 
 /// Pairing mails to `to` right now, without waiting.
 fn wait_for_mail_now(outbox: &Path, to: &str) -> usize {
-    std::fs::read_dir(outbox)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter(|t| t.lines().any(|l| l == format!("To: {to}")) && t.contains(PAIRED_SUBJECT))
-                .count()
-        })
-        .unwrap_or(0)
+    api::mails(outbox, to, PAIRED_SUBJECT)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -32,21 +32,15 @@ pub fn outbox_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> 
 }
 
 fn newest_token(outbox: &Path, to: &str, subject: &str) -> Fallible<String> {
-    if !outbox.exists() {
-        return Err(format!("no outbox at {}", outbox.display()).into());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(outbox)?.filter_map(Result::ok).map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries.iter().rev() {
-        let text = std::fs::read_to_string(path)?;
-        let to_line = format!("To: {to}");
-        let has_subject = text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject));
-        let token = text.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64);
-        if let (true, Some(token)) = (text.lines().any(|l| l == to_line) && has_subject, token) {
-            return Ok(token.to_owned());
-        }
-    }
-    Err(format!("no mail to {to} about {subject:?} in {}", outbox.display()).into())
+    // Through the server's own reader, which skips a message still being written.
+    let mails = cubby_server::mail::read_outbox(outbox)?;
+    mails
+        .iter()
+        .rev()
+        .filter(|mail| mail.to == to && mail.subject.contains(subject))
+        .find_map(|mail| mail.body.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no mail to {to} about {subject:?} in {}", outbox.display()).into())
 }
 
 /// A JSON call with an optional bearer token: the status and the JSON answer (`null`
@@ -114,13 +108,8 @@ pub async fn adult_contact(
 /// How many mails to `to` about `subject` are in the outbox now (no waiting: for checking
 /// that a refused form sent nothing).
 pub fn mails(outbox: &Path, to: &str, subject: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(outbox) else { return 0 };
-    let to_line = format!("To: {to}");
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter(|text| text.lines().any(|l| l == to_line) && text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject)))
-        .count()
+    let Ok(mails) = cubby_server::mail::read_outbox(outbox) else { return 0 };
+    mails.iter().filter(|mail| mail.to == to && mail.subject.contains(subject)).count()
 }
 
 /// Signs up, confirms the address from the outbox and signs in.
