@@ -190,7 +190,7 @@ async fn drain_until_application(socket: &mut Socket) -> anyhow::Result<Vec<u8>>
         if frame.kind != "message" {
             continue;
         }
-        socket.send(Message::text(format!("{{\"type\":\"ack\",\"ids\":[{}]}}", frame.id))).await?;
+        socket.send(ack_frame(&[frame.id])).await?;
         if frame.message_kind == "application" {
             let data = frame.data.context("a message without data")?;
             return Ok(BASE64.decode(data)?);
@@ -204,7 +204,7 @@ async fn drain_until_quiet(socket: &mut Socket) -> anyhow::Result<()> {
         let Message::Text(text) = frame? else { continue };
         let frame: Frame<'_> = serde_json::from_str(text.as_str())?;
         if frame.kind == "message" {
-            socket.send(Message::text(format!("{{\"type\":\"ack\",\"ids\":[{}]}}", frame.id))).await?;
+            socket.send(ack_frame(&[frame.id])).await?;
         }
     }
     Ok(())
@@ -243,9 +243,15 @@ async fn receive(mut socket: Socket, probe: Arc<Probe>) {
 }
 
 async fn acknowledge(socket: &mut Socket, pending: &mut Vec<i64>) -> anyhow::Result<()> {
-    let ids: Vec<String> = pending.drain(..).map(|id| id.to_string()).collect();
-    socket.send(Message::text(format!("{{\"type\":\"ack\",\"ids\":[{}]}}", ids.join(",")))).await?;
+    socket.send(ack_frame(pending)).await?;
+    pending.clear();
     Ok(())
+}
+
+/// `{"type":"ack","ids":[…]}`.
+fn ack_frame(ids: &[i64]) -> Message {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    Message::text(format!("{{\"type\":\"ack\",\"ids\":[{}]}}", ids.join(",")))
 }
 
 /// A sender's side: each `sent` receipt means one message durably stored.

@@ -75,32 +75,32 @@ impl Family {
             http,
             approvals: tokio::sync::Semaphore::new(APPROVALS_AT_ONCE),
         };
-        family.expect(Method::POST, "/api/v1/accounts", json!({"email": email, "password": password}), 202).await?;
+        family.call(Method::POST, "/api/v1/accounts", json!({"email": email, "password": password}), 202).await?;
         let token = mailed_token(&target.outbox, &email, "Confirm your email").await?;
-        family.expect(Method::POST, "/api/v1/accounts/verify-email", json!({"token": token}), 204).await?;
+        family.call(Method::POST, "/api/v1/accounts/verify-email", json!({"token": token}), 204).await?;
         family.sign_in().await?;
-        let created = family.expect(Method::POST, "/api/v1/families", json!({"name": label}), 201).await?;
+        let created = family.call(Method::POST, "/api/v1/families", json!({"name": label}), 201).await?;
         family.family_id = created["id"].as_str().context("a family without an id")?.to_owned();
-        let notice = family.expect(Method::GET, "/api/v1/privacy-notice", Value::Null, 200).await?;
+        let notice = family.call(Method::GET, "/api/v1/privacy-notice", Value::Null, 200).await?;
         let consent = json!({"notice_version": notice["version"], "method": "email_plus"});
         let path = format!("/api/v1/families/{}/consent", family.family_id);
-        family.expect(Method::POST, &path, consent, 202).await?;
+        family.call(Method::POST, &path, consent, 202).await?;
         let token = mailed_token(&target.outbox, &email, "Confirm your parental consent").await?;
-        family.expect(Method::POST, "/api/v1/consent/confirm", json!({"token": token}), 204).await?;
+        family.call(Method::POST, "/api/v1/consent/confirm", json!({"token": token}), 204).await?;
         Ok(family)
     }
 
     /// Signs in with the password (Argon2id on the server); returns the session token.
     pub async fn sign_in(&mut self) -> anyhow::Result<String> {
         let body = json!({"email": self.email, "password": self.password});
-        let session = self.expect(Method::POST, "/api/v1/sessions", body, 201).await?;
+        let session = self.call(Method::POST, "/api/v1/sessions", body, 201).await?;
         self.token = session["token"].as_str().context("a session without a token")?.to_owned();
         Ok(self.token.clone())
     }
 
     pub async fn add_child(&self, nickname: &str) -> anyhow::Result<String> {
         let path = format!("/api/v1/families/{}/children", self.family_id);
-        let child = self.expect(Method::POST, &path, json!({"nickname": nickname, "age_band": "6_8"}), 201).await?;
+        let child = self.call(Method::POST, &path, json!({"nickname": nickname, "age_band": "6_8"}), 201).await?;
         Ok(child["id"].as_str().context("a child without an id")?.to_owned())
     }
 
@@ -132,7 +132,7 @@ impl Family {
         let approval = json!({"user_code": start.user_code, "family_id": self.family_id, "child_id": child, "name": format!("toy {n}")});
         {
             let _turn = self.approvals.acquire().await?;
-            self.expect(Method::POST, "/api/v1/pairing/approve", approval, 200).await?;
+            self.call(Method::POST, "/api/v1/pairing/approve", approval, 200).await?;
         }
         let PairingPoll::Paired(paired) = api.poll_pairing(&start.device_code).await? else {
             bail!("toy {n} was not paired after its approval");
@@ -142,7 +142,7 @@ impl Family {
     }
 
     /// A JSON call as the guardian that must answer `status`.
-    pub async fn expect(&self, method: Method, path: &str, body: Value, status: u16) -> anyhow::Result<Value> {
+    pub async fn call(&self, method: Method, path: &str, body: Value, status: u16) -> anyhow::Result<Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.base_url));
         if !self.token.is_empty() {
             request = request.bearer_auth(&self.token);
@@ -182,19 +182,16 @@ pub async fn refresh_tokens(base_url: &str, toys: &mut [Toy]) -> anyhow::Result<
 
 /// The 64-hex-digit token of the newest mail to `to` about `subject`, waiting for it.
 async fn mailed_token(outbox: &Path, to: &str, subject: &str) -> anyhow::Result<String> {
-    let to_line = format!("To: {to}");
     for _ in 0..400 {
-        let mut paths: Vec<_> = std::fs::read_dir(outbox).into_iter().flatten().filter_map(Result::ok).map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths.iter().rev() {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let about = text.lines().any(|l| l.starts_with("Subject:") && l.contains(subject));
-            if about
-                && text.lines().any(|l| l == to_line)
-                && let Some(token) = text.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64)
-            {
-                return Ok(token.to_owned());
-            }
+        // The server's own reader skips a message still being written.
+        let mails = cubby_server::mail::read_outbox(outbox).unwrap_or_default();
+        let token = mails
+            .iter()
+            .rev()
+            .filter(|mail| mail.to == to && mail.subject.contains(subject))
+            .find_map(|mail| mail.body.split(|c: char| !c.is_ascii_hexdigit()).find(|w| w.len() == 64));
+        if let Some(token) = token {
+            return Ok(token.to_owned());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
