@@ -106,6 +106,9 @@ pub enum Appended {
     Stored(Vec<i64>),
     /// Another commit moved the group on first; nothing of this append was written.
     StaleEpoch,
+    /// A message's group was deleted meanwhile (its family or conversation went); nothing
+    /// of this append was written.
+    GroupGone,
 }
 
 /// A message waiting in one device's queue.

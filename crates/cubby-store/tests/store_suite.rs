@@ -555,6 +555,53 @@ async fn queues_are_per_device_and_a_message_goes_when_all_acknowledged(h: Harne
     Ok(())
 }
 
+/// A batch larger than one statement's rows: every append gets back its own messages'
+/// ids, and acknowledgements of several devices in one batch each remove their own.
+async fn a_large_batch_gives_each_append_its_own_ids(h: Harness) -> TestResult {
+    let (f, devices) = family_with_devices(&h, 1, 3).await?;
+    let (b, c) = (devices[1], devices[2]);
+    let group = group_row(11, f.id);
+    assert!(h.store.create_group(&group, &devices).await?);
+    // 150 messages (over one insert's 100) to two devices each (300 queue entries, over
+    // one insert's 250), with a message for nobody in the middle.
+    let mut batch: Vec<Append> = (0..150)
+        .map(|n| Append {
+            epoch_change: None,
+            messages: vec![message(&group, MessageKind::Application, format!("m{n}").as_bytes(), &[b, c], 10_000)],
+        })
+        .collect();
+    batch.insert(70, Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"none", &[], 10_000)] });
+    let outcomes = h.store.append(&batch).await?;
+    let ids: Vec<i64> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Appended::Stored(ids) if ids.len() == 1 => Ok(ids[0]),
+            other => Err(format!("{other:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in batch order");
+    let queued = h.store.queued_for(b, 0, 1_000).await?;
+    assert_eq!(queued.len(), 150);
+    for message in &queued {
+        let at = ids.iter().position(|id| *id == message.id).ok_or("a queued id no append got")?;
+        assert_eq!(message.payload, batch[at].messages[0].payload, "append {at} got another message's id");
+    }
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 150, "the message for nobody is not kept");
+
+    // One batch acknowledges all of b's and half of c's, with ids never queued and more
+    // ids than one statement binds.
+    let queued_ids: Vec<i64> = queued.iter().map(|m| m.id).collect();
+    let mut c_ids: Vec<i64> = queued_ids[..75].to_vec();
+    c_ids.extend(1_000_000..1_000_600);
+    let written = h.store.write_batch(&[], &[(b, queued_ids.clone()), (c, c_ids)]).await?;
+    assert_eq!(written.acknowledged, 225);
+    assert!(h.store.queued_for(b, 0, 1_000).await?.is_empty());
+    let left: Vec<i64> = h.store.queued_for(c, 0, 1_000).await?.iter().map(|m| m.id).collect();
+    assert_eq!(left, queued_ids[75..]);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 75, "messages acknowledged by all go");
+    Ok(())
+}
+
 async fn deleting_a_family_deletes_its_groups_queues_and_key_packages(h: Harness) -> TestResult {
     let (f, devices) = family_with_devices(&h, 1, 2).await?;
     let (other, other_devices) = family_with_devices(&h, 10, 1).await?;
@@ -585,6 +632,20 @@ async fn deleting_a_family_deletes_its_groups_queues_and_key_packages(h: Harness
         assert_eq!(raw_count(&h.url, sql).await?, left, "{sql}: only the other family's rows remain");
     }
     assert_eq!(payloads_for(&h, other_devices[0]).await?, vec![b"m".to_vec()]);
+
+    // A send routed just before the deletion: its append alone is refused, the rest of
+    // the batch is written.
+    let (gone, kept) = (group_row(1, f.id), group_row(2, other.id));
+    let outcomes = h
+        .store
+        .append(&[
+            Append { epoch_change: None, messages: vec![message(&gone, MessageKind::Application, b"late", &devices, 10_000)] },
+            Append { epoch_change: None, messages: vec![message(&kept, MessageKind::Application, b"m2", &other_devices, 10_000)] },
+        ])
+        .await?;
+    assert!(matches!(&outcomes[..], [Appended::GroupGone, Appended::Stored(ids)] if ids.len() == 1), "{outcomes:?}");
+    assert_eq!(payloads_for(&h, other_devices[0]).await?, vec![b"m".to_vec(), b"m2".to_vec()]);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 2);
     Ok(())
 }
 
@@ -623,6 +684,7 @@ store_suite!(
     key_packages_are_claimed_once_and_the_last_resort_is_kept,
     a_commit_moves_its_group_on_once,
     queues_are_per_device_and_a_message_goes_when_all_acknowledged,
+    a_large_batch_gives_each_append_its_own_ids,
     deleting_a_family_deletes_its_groups_queues_and_key_packages,
 );
 

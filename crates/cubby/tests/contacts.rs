@@ -14,7 +14,10 @@ use common::api::{self, Session};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::devices::{device, paired_device_at, texts};
+use common::socket::{next_frame_of, open_socket};
 use common::{Dirs, Fallible, Server, TestResult};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message as Frame;
 use cubby_client::{ConversationId, CubbyClient, DeviceKey, Event, Messenger};
 use serde_json::{Value, json};
 
@@ -224,15 +227,27 @@ async fn a_removed_contact_leaves_and_cannot_come_back(postgres: bool) -> TestRe
     let contact = friends(&server, &a, &b).await?;
     let local = tempfile::tempdir()?;
     let (ava, ava_secret) = paired_device_at(&server, &server.base_url, local.path(), "ava-toy", &a.guardian, &a.id, Some(&a.child)).await?;
-    let ben = device(&server, local.path(), "ben-toy", &b.guardian, &b.id, Some(&b.child)).await?;
-    let mum = device(&server, local.path(), "mum-phone", &a.guardian, &a.id, None).await?;
+    let (ben, ben_secret) =
+        paired_device_at(&server, &server.base_url, local.path(), "ben-toy", &b.guardian, &b.id, Some(&b.child)).await?;
+    let (mum, mum_secret) = paired_device_at(&server, &server.base_url, local.path(), "mum-phone", &a.guardian, &a.id, None).await?;
     let chat = ava.create_conversation().await?;
     ava.invite(&chat, mum.device_id()).await?;
     ava.invite(&chat, ben.device_id()).await?;
     joined(&ben, &chat).await?;
     joined(&mum, &chat).await?;
     ben.send_text(&chat, "before").await?;
-    assert_eq!(texts(&ava.sync(IDLE).await?), ["before"]);
+
+    // Ben's toy also holds a live connection and sends over it: the copy of "before" that
+    // Mum's connection is handed (left unacknowledged, so her SDK still gets it).
+    let mut mums_socket = open_socket(&server, &device_token(&server, mum_secret, mum.device_id()).await?).await?;
+    let before = next_frame_of(&mut mums_socket, "message").await?;
+    drop(mums_socket);
+    let mut bens_socket = open_socket(&server, &device_token(&server, ben_secret, ben.device_id()).await?).await?;
+    let again = json!({"type": "send", "ref": 1, "message": before["data"]});
+    bens_socket.send(Frame::Text(again.to_string().into())).await?;
+    let sent = next_frame_of(&mut bens_socket, "sent").await?;
+    assert_eq!(sent["ref"], 1, "{sent}");
+    assert_eq!(texts(&ava.sync(IDLE).await?), ["before"], "the copy is unreadable, not a second message");
 
     // A KeyPackage of Ben's toy, claimed while they were friends and kept.
     let ava_token = device_token(&server, ava_secret, ava.device_id()).await?;
@@ -245,6 +260,13 @@ async fn a_removed_contact_leaves_and_cannot_come_back(postgres: bool) -> TestRe
     // Ben's toy may no longer send into the conversation, even before the commit.
     let sent = ben.send_text(&chat, "are you there?").await;
     assert!(sent.is_ok(), "the SDK keeps a refused message out of its outbox: {sent:?}");
+    // Nor over the connection it already had, though its sends there were accepted a
+    // moment ago (what a connection knows of a group's members is read again after a change).
+    let again = json!({"type": "send", "ref": 2, "message": before["data"]});
+    bens_socket.send(Frame::Text(again.to_string().into())).await?;
+    let refused_frame = next_frame_of(&mut bens_socket, "error").await?;
+    assert_eq!((refused_frame["ref"].as_u64(), refused_frame["code"].as_str()), (Some(2), Some("not_found")), "{refused_frame}");
+    drop(bens_socket);
     // The next member to send commits the server's proposal first.
     mum.sync(IDLE).await?;
     mum.send_text(&chat, "after").await?;

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::api::{self, Session};
 use common::devices::{device, texts};
+use common::socket::{next_frame_of, open_socket};
 use common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::messaging::Body;
 use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, Event, Messenger};
@@ -21,7 +22,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const IDLE: Duration = Duration::from_millis(700);
 /// How long a test waits for something the server does asynchronously (polled).
@@ -324,41 +324,6 @@ fn with_group_id(message: &[u8], from: &[u8], to: &[u8]) -> Fallible<Vec<u8>> {
     let mut changed = message.to_vec();
     changed[at..at + to.len()].copy_from_slice(to);
     Ok(changed)
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens the live connection by hand, as a device.
-async fn open_socket(server: &Server, token: &str) -> Fallible<Socket> {
-    let url = format!("{}/api/v1/ws", server.base_url.replacen("http", "ws", 1));
-    let mut request = url.as_str().into_client_request()?;
-    request
-        .headers_mut()
-        .insert(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(socket)
-}
-
-/// The next JSON frame of type `kind` (others are skipped), within [`PATIENCE`].
-async fn next_frame_of(socket: &mut Socket, kind: &str) -> Fallible<Value> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let frame = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .map_err(|_| format!("no {kind} frame within {PATIENCE:?}"))?;
-        match frame {
-            Some(Ok(Frame::Text(text))) => {
-                let value: Value = serde_json::from_str(text.as_str())?;
-                if value["type"] == json!(kind) {
-                    return Ok(value);
-                }
-            }
-            Some(Ok(Frame::Close(close))) => return Err(format!("closed while waiting for {kind}: {close:?}").into()),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(format!("the connection broke while waiting for {kind}: {error}").into()),
-            None => return Err(format!("the connection ended while waiting for {kind}").into()),
-        }
-    }
 }
 
 /// An error frame with the code expected and a message saying why.

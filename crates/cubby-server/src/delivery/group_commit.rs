@@ -10,6 +10,7 @@
 //! SDK skips what it has processed).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cubby_core::DeviceId;
 use cubby_store::{Append, Appended, Store, StoreError};
@@ -29,6 +30,7 @@ enum Work {
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Work>,
+    membership_changes: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +49,15 @@ impl GroupCommit {
     /// Starts the writer task (it ends when every handle is dropped).
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_batches(store, pending));
-        Self { queue }
+        let membership_changes = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_batches(store, pending, membership_changes.clone()));
+        Self { queue, membership_changes }
+    }
+
+    /// Counts the group changes (commits, the server's proposals) this node has written:
+    /// what was read about a group's members before the count moved may be out of date.
+    pub fn membership_changes(&self) -> u64 {
+        self.membership_changes.load(Ordering::Acquire)
     }
 
     /// Queues one append and waits until it is durably stored (or refused as stale).
@@ -82,7 +91,7 @@ impl Queued {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>) {
+async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>, membership_changes: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut appends, mut replies, mut acks, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -100,6 +109,14 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>)
         }
         match store.write_batch(&appends, &acks).await {
             Ok(outcome) => {
+                // Counted before anyone hears of the change, so no send routed after it
+                // trusts what was read before it.
+                let changed = appends.iter().zip(&outcome.appended).any(|(append, result)| {
+                    append.epoch_change.is_some() && matches!(result, Appended::Stored(_))
+                });
+                if changed {
+                    membership_changes.fetch_add(1, Ordering::AcqRel);
+                }
                 for (reply, result) in replies.into_iter().zip(outcome.appended) {
                     let _ = reply.send(Ok(result));
                 }

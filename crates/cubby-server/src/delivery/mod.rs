@@ -283,8 +283,8 @@ impl Delivery {
         if outgoing.welcome.is_some() {
             return Err(ApiError::new(ErrorCode::MalformedMessage, "only a commit comes with a Welcome"));
         }
-        // One read, without the group's public state: this runs for every message.
-        let Some(group) = self.store.group_routing(&group_id).await? else { return Err(unknown_group()) };
+        // Without the group's public state, and on a live connection not for every message.
+        let Some(group) = facts.routing(self, &group_id, epoch).await? else { return Err(unknown_group()) };
         if !group.members.contains(&device.id) {
             return Err(unknown_group());
         }
@@ -533,6 +533,7 @@ impl Submitted {
                 Ok(ids)
             }
             Appended::StaleEpoch => Err(stale(self.epoch + 1)),
+            Appended::GroupGone => Err(unknown_group()),
         }
     }
 }

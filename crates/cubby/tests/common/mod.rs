@@ -9,6 +9,7 @@ pub mod content;
 pub mod devices;
 pub mod media;
 pub mod portal;
+pub mod socket;
 
 /// Expands scenarios `async fn NAME(postgres: bool) -> TestResult` into one test per
 /// engine: `sqlite::NAME` and `postgres::NAME` (a fresh database each).
