@@ -15,17 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::messaging::{SendMessage, outgoing};
-use crate::delivery::hub::Signal;
+use crate::delivery::hub::{Pushed, Signal};
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
 use crate::delivery::{Delivery, TOP_UP_BELOW};
@@ -135,12 +136,15 @@ struct Connection {
     last_ack: Option<crate::delivery::group_commit::AckWritten>,
     /// Whether the queue may hold something not yet pushed (a wake-up, a poll, room freed).
     look_again: bool,
+    /// The last read of the queue reached its end with room to spare: a message the writer
+    /// hands over live with a higher id can go straight out. Otherwise it is read.
+    caught_up: bool,
     key_packages_checked: Option<tokio::time::Instant>,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, key_packages_checked: None }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None }
     }
 
     async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
@@ -183,6 +187,13 @@ impl Connection {
                     self.look_again = true;
                     self.report_key_packages(&mut socket).await?;
                 }
+                pushed = subscription.pushes.recv() => match pushed {
+                    Ok(pushed) => self.on_pushed(&mut socket, &pushed).await?,
+                    // Pushes were missed: they are in the queue.
+                    Err(RecvError::Lagged(_)) => self.fall_behind(),
+                    // The node no longer reaches this connection: the device reconnects.
+                    Err(RecvError::Closed) => return Ok(()),
+                },
                 Some(reply) = answered.recv() => socket.send(reply).await?,
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {
@@ -230,6 +241,33 @@ impl Connection {
         Ok(())
     }
 
+    /// A message the writer has just stored for this device: sent at once if nothing
+    /// queued before it is still waiting, else left to the next read of the queue.
+    async fn on_pushed(&mut self, socket: &mut WebSocket, pushed: &Pushed) -> Result<(), axum::Error> {
+        let message = &pushed.message;
+        if message.id <= self.cursor {
+            return Ok(()); // read from the queue already
+        }
+        if !self.caught_up || self.look_again || self.in_flight.len() >= IN_FLIGHT {
+            self.fall_behind();
+            return Ok(());
+        }
+        self.cursor = message.id;
+        if let Decision::HoldUntil(until) = decide(self.schedule.as_ref(), message, now_millis()) {
+            self.held_until = Some(self.held_until.map_or(until, |held| held.min(until)));
+            return Ok(());
+        }
+        if self.in_flight.insert(message.id) {
+            socket.send(Message::Text(pushed.frame(message_text))).await?;
+        }
+        Ok(())
+    }
+
+    fn fall_behind(&mut self) {
+        self.caught_up = false;
+        self.look_again = true;
+    }
+
     /// Pushes what is queued for the device, up to the in-flight budget. During a child's
     /// quiet hours only guardians' urgent messages (and the group changes that keep the
     /// toy's conversations consistent) go out; the rest stays queued.
@@ -241,6 +279,7 @@ impl Connection {
         }
         let now = now_millis();
         self.held_until = None;
+        self.caught_up = false;
         while self.in_flight.len() < IN_FLIGHT {
             let room = i64::try_from(IN_FLIGHT - self.in_flight.len()).unwrap_or(READ_BATCH).min(READ_BATCH);
             let batch = match self.delivery.queued(self.device.id, self.cursor, room).await {
@@ -262,6 +301,7 @@ impl Connection {
                 }
             }
             if !full {
+                self.caught_up = self.in_flight.len() < IN_FLIGHT;
                 break;
             }
         }
@@ -292,7 +332,11 @@ impl Connection {
 }
 
 fn message_frame(message: &QueuedMessage) -> Message {
-    frame(&ToDevice::Message {
+    Message::Text(message_text(message))
+}
+
+fn message_text(message: &QueuedMessage) -> Utf8Bytes {
+    let frame = ToDevice::Message {
         id: message.id,
         group_id: BASE64.encode(&message.group_id),
         kind: message.kind.as_str(),
@@ -300,7 +344,8 @@ fn message_frame(message: &QueuedMessage) -> Message {
         urgent: message.urgent,
         sent_at: message.created_at,
         data: BASE64.encode(&message.payload),
-    })
+    };
+    serde_json::to_string(&frame).unwrap_or_default().into()
 }
 
 async fn close_revoked(mut socket: WebSocket) -> Result<(), axum::Error> {

@@ -1,6 +1,8 @@
 //! Group commit: sends arriving together are written in one transaction, so that the
 //! cost of a durable commit (an fsync) is shared instead of capping throughput. A send
-//! is acknowledged only after its transaction committed.
+//! is acknowledged only after its transaction committed; then the writer hands each
+//! message to its recipients' live connections on this node ([`Hub::push`]), in the order
+//! of the ids, so that they need not read it back from the store.
 //!
 //! Devices' acknowledgements go into the same transactions. One writer for both means they
 //! never wait for each other's database lock (SQLite's busy wait sleeps in steps of
@@ -13,8 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cubby_core::DeviceId;
-use cubby_store::{Append, Appended, Store, StoreError};
+use cubby_store::{Append, Appended, QueuedMessage, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
+
+use super::hub::{Hub, Pushed};
 
 /// Most appends and acknowledgements per transaction: enough to amortise the fsync, small
 /// enough to keep the latency of the first one low.
@@ -47,10 +51,10 @@ pub type AckWritten = oneshot::Receiver<()>;
 
 impl GroupCommit {
     /// Starts the writer task (it ends when every handle is dropped).
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
         let membership_changes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_batches(store, pending, membership_changes.clone()));
+        tokio::spawn(write_batches(store, hub, pending, membership_changes.clone()));
         Self { queue, membership_changes }
     }
 
@@ -91,7 +95,7 @@ impl Queued {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>, membership_changes: Arc<AtomicU64>) {
+async fn write_batches(store: Arc<dyn Store>, hub: Arc<Hub>, mut pending: mpsc::Receiver<Work>, membership_changes: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (mut appends, mut replies, mut acks, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -117,6 +121,7 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>,
                 if changed {
                     membership_changes.fetch_add(1, Ordering::AcqRel);
                 }
+                push(&hub, appends, &outcome.appended);
                 for (reply, result) in replies.into_iter().zip(outcome.appended) {
                     let _ = reply.send(Ok(result));
                 }
@@ -132,6 +137,26 @@ async fn write_batches(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Work>,
         }
         for done in written {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Hands what was stored to the recipients' live connections, moving each payload (no
+/// copy) into one shared message.
+fn push(hub: &Hub, appends: Vec<Append>, outcomes: &[Appended]) {
+    for (append, outcome) in appends.into_iter().zip(outcomes) {
+        let Appended::Stored(ids) = outcome else { continue };
+        for (message, id) in append.messages.into_iter().zip(ids) {
+            let pushed = Arc::new(Pushed::new(QueuedMessage {
+                id: *id,
+                group_id: message.group_id,
+                sender: message.sender,
+                kind: message.kind,
+                payload: message.payload,
+                urgent: message.urgent,
+                created_at: message.created_at,
+            }));
+            hub.push(&pushed, &message.recipients);
         }
     }
 }

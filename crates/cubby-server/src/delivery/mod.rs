@@ -90,11 +90,12 @@ impl Delivery {
     pub fn start(vault: Arc<crate::Vault>, retention: Duration) -> Self {
         let store = vault.store().clone();
         let external_sender_seed = *vault.system_key().external_sender_seed();
+        let hub = Arc::new(Hub::default());
         Self {
             vault,
-            writer: GroupCommit::start(store.clone()),
+            writer: GroupCommit::start(store.clone(), hub.clone()),
             store,
-            hub: Arc::new(Hub::default()),
+            hub,
             external_sender: ExternalSender::from_seed(external_sender_seed),
             retention,
         }
@@ -302,9 +303,8 @@ impl Delivery {
         let message =
             self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients, retention);
         let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };
-        let wake = message.recipients.clone();
         let queued = self.writer.enqueue(Append { epoch_change: None, messages: vec![message] }).await?;
-        Ok(Submitted { queued, wake, epoch: group.epoch, commit_of: None })
+        Ok(Submitted { queued, epoch: group.epoch, commit_of: None })
     }
 
     async fn send_commit(
@@ -352,9 +352,8 @@ impl Delivery {
             public_state: accepted.state.encode()?,
             members: members_after.into_iter().filter(|d| !leaving.contains(d)).collect(),
         };
-        let wake: BTreeSet<DeviceId> = messages.iter().flat_map(|m| m.recipients.iter().copied()).collect();
         let queued = self.writer.enqueue(Append { epoch_change: Some(change), messages }).await?;
-        Ok(Submitted { queued, wake: wake.into_iter().collect(), epoch: group.epoch, commit_of: Some(group_id) })
+        Ok(Submitted { queued, epoch: group.epoch, commit_of: Some(group_id) })
     }
 
     /// How long the family's undelivered messages are kept, in milliseconds.
@@ -504,10 +503,9 @@ impl Delivery {
             public_state: state.encode()?,
             members: staying.clone(),
         };
-        // Stale means a commit got in first; that commit's own pass proposes again.
-        if let Appended::Stored(_) = self.writer.append(Append { epoch_change: Some(change), messages: proposals }).await? {
-            self.hub.wake(told);
-        }
+        // Stale means a commit got in first; that commit's own pass proposes again. The
+        // writer hands the proposals to the members' connections.
+        self.writer.append(Append { epoch_change: Some(change), messages: proposals }).await?;
         Ok(())
     }
 }
@@ -515,18 +513,16 @@ impl Delivery {
 /// A send checked and queued for storage.
 pub struct Submitted {
     queued: group_commit::Queued,
-    wake: Vec<DeviceId>,
     epoch: i64,
     /// For a commit, its group: members it left in place that must go are proposed again.
     commit_of: Option<Vec<u8>>,
 }
 
 impl Submitted {
-    /// Waits until the send is durably stored; then its recipients are woken.
+    /// Waits until the send is durably stored (the writer has handed it to its recipients).
     pub async fn stored(self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
         match self.queued.stored().await? {
             Appended::Stored(ids) => {
-                delivery.hub.wake(self.wake);
                 if let Some(group_id) = self.commit_of {
                     delivery.repair_group(&group_id).await;
                 }
