@@ -130,6 +130,9 @@ pub struct BatchWritten {
     pub appended: Vec<Appended>,
     /// Queue entries the acknowledgements removed.
     pub acknowledged: u64,
+    /// The queue entries written, (device, message id), in no particular order: exactly who
+    /// may be handed each message live (a recipient revoked meanwhile is not among them).
+    pub queued: Vec<(DeviceId, i64)>,
 }
 
 #[async_trait]

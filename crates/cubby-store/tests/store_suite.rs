@@ -523,6 +523,15 @@ async fn queues_are_per_device_and_a_message_goes_when_all_acknowledged(h: Harne
     assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM messages").await?, 2, "acknowledged by all: deleted");
     assert_eq!(h.store.acknowledge(c, &[ids[0]]).await?, 0);
 
+    // The batch says who each message was queued for: never a revoked device.
+    let written = h
+        .store
+        .write_batch(&[Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"y", &[b, revoked], 10_000)] }], &[])
+        .await?;
+    let [Appended::Stored(y)] = &written.appended[..] else { return Err(format!("{:?}", written.appended).into()) };
+    assert_eq!(written.queued, vec![(b, y[0])]);
+    assert_eq!(h.store.acknowledge(b, y).await?, 1);
+
     // A message for revoked devices only is not kept.
     let unread = h.store.append(&[Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"x", &[revoked], 10_000)] }]).await?;
     assert!(matches!(&unread[..], [Appended::Stored(ids)] if ids.len() == 1));

@@ -11,6 +11,7 @@
 //! messages are delivered again on the next connection (delivery is at least once, and the
 //! SDK skips what it has processed).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -121,7 +122,7 @@ async fn write_batches(store: Arc<dyn Store>, hub: Arc<Hub>, mut pending: mpsc::
                 if changed {
                     membership_changes.fetch_add(1, Ordering::AcqRel);
                 }
-                push(&hub, appends, &outcome.appended);
+                push(&hub, appends, &outcome.appended, &outcome.queued);
                 for (reply, result) in replies.into_iter().zip(outcome.appended) {
                     let _ = reply.send(Ok(result));
                 }
@@ -141,12 +142,18 @@ async fn write_batches(store: Arc<dyn Store>, hub: Arc<Hub>, mut pending: mpsc::
     }
 }
 
-/// Hands what was stored to the recipients' live connections, moving each payload (no
-/// copy) into one shared message.
-fn push(hub: &Hub, appends: Vec<Append>, outcomes: &[Appended]) {
+/// Hands what was stored to the connections of the devices it was queued for (not to
+/// every recipient named: one revoked meanwhile was skipped by the write), moving each
+/// payload (no copy) into one shared message.
+fn push(hub: &Hub, appends: Vec<Append>, outcomes: &[Appended], queued: &[(DeviceId, i64)]) {
+    let mut recipients: HashMap<i64, Vec<DeviceId>> = HashMap::new();
+    for (device, id) in queued {
+        recipients.entry(*id).or_default().push(*device);
+    }
     for (append, outcome) in appends.into_iter().zip(outcomes) {
         let Appended::Stored(ids) = outcome else { continue };
         for (message, id) in append.messages.into_iter().zip(ids) {
+            let Some(devices) = recipients.get(id) else { continue };
             let pushed = Arc::new(Pushed::new(QueuedMessage {
                 id: *id,
                 group_id: message.group_id,
@@ -156,7 +163,7 @@ fn push(hub: &Hub, appends: Vec<Append>, outcomes: &[Appended]) {
                 urgent: message.urgent,
                 created_at: message.created_at,
             }));
-            hub.push(&pushed, &message.recipients);
+            hub.push(&pushed, devices);
         }
     }
 }

@@ -273,7 +273,7 @@ impl MessagingStore for SqlStore {
                 .zip(&ids)
                 .flat_map(|(message, id)| message.recipients.iter().map(move |device| (device.to_string(), *id)))
                 .collect();
-            let mut queued = 0;
+            let mut queued: Vec<(String, i64)> = Vec::with_capacity(queue.len());
             for chunk in queue.chunks(DELIVERIES_PER_STATEMENT) {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO deliveries (device_id, message_id) SELECT d.id, v.column2 FROM (",
@@ -283,28 +283,14 @@ impl MessagingStore for SqlStore {
                 });
                 insert.push(
                     ") AS v JOIN devices d ON d.id = v.column1 WHERE d.revoked_at IS NULL \
-                     ON CONFLICT (device_id, message_id) DO NOTHING",
+                     ON CONFLICT (device_id, message_id) DO NOTHING RETURNING device_id, message_id",
                 );
-                queued += insert.build().execute(&mut *tx).await?.rows_affected();
-            }
-            // A message nobody waits for is not kept until it expires.
-            if queued < queue.len() as u64 || messages.iter().any(|m| m.recipients.is_empty()) {
-                for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                    let mut forget = sqlx::QueryBuilder::new("DELETE FROM messages WHERE id IN (");
-                    let mut list = forget.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    forget.push(") AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = messages.id)");
-                    forget.build().execute(&mut *tx).await?;
-                }
+                queued.extend(insert.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?);
             }
 
             // Acknowledgements: one statement for all of the batch's devices (an OR of
-            // per-device IN lists, which both engines answer from the primary key), then
-            // the messages no device waits for any longer.
-            // Each device's ids, packed into statements of at most IDS_PER_STATEMENT
-            // parameters (its id and its list).
+            // per-device IN lists, which both engines answer from the primary key), each
+            // device's ids packed into statements of at most IDS_PER_STATEMENT parameters.
             let mut statements: Vec<Vec<(String, &[i64])>> = Vec::new();
             let mut bound = IDS_PER_STATEMENT;
             for (device, ids) in acks {
@@ -333,7 +319,12 @@ impl MessagingStore for SqlStore {
                 }
                 removed += delete.build().execute(&mut *tx).await?.rows_affected();
             }
+            // Then, in one pass, the messages no device waits for any longer: acknowledged
+            // by all, or (not kept until they expire) written for nobody live.
             let mut forgettable: Vec<i64> = acks.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+            if queued.len() < queue.len() || messages.iter().any(|m| m.recipients.is_empty()) {
+                forgettable.extend(&ids);
+            }
             forgettable.sort_unstable();
             forgettable.dedup();
             for chunk in forgettable.chunks(IDS_PER_STATEMENT) {
@@ -346,16 +337,17 @@ impl MessagingStore for SqlStore {
                 forget.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((ids, removed))
+            Ok::<_, sqlx::Error>((ids, removed, queued))
         })?;
-        let (ids, acknowledged) = written;
+        let (ids, acknowledged, queued) = written;
+        let queued = queued.iter().map(|(device, id)| Ok((parse_id(device)?, *id))).collect::<Result<_, StoreError>>()?;
         let mut ids = ids.into_iter();
         for (append, outcome) in batch.iter().zip(&mut outcomes) {
             if let Appended::Stored(stored) = outcome {
                 stored.extend(ids.by_ref().take(append.messages.len()));
             }
         }
-        Ok(BatchWritten { appended: outcomes, acknowledged })
+        Ok(BatchWritten { appended: outcomes, acknowledged, queued })
     }
 
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError> {
