@@ -132,6 +132,18 @@ async fn three_devices_converse_and_an_offline_toy_catches_up_in_order(postgres:
     assert_eq!(caught_up, ["hello from mum", "story part 1", "story part 2", "story part 3", "story part 4", "story part 5"]);
     // Nothing is delivered twice.
     assert!(texts(&toy.sync(IDLE).await?).is_empty());
+
+    // The message writer's transactions show in the metrics: every send above went
+    // through one (commits and welcomes included), each counted with its duration.
+    let metrics = client()?.get(server.url("/metrics")).send().await?.text().await?;
+    let figure = |name: &str| -> Fallible<f64> {
+        let line = metrics.lines().find(|l| l.starts_with(name)).ok_or(format!("{name} missing from /metrics"))?;
+        Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+    };
+    let (items, transactions) = (figure("cubby_message_batch_size_sum")?, figure("cubby_message_batch_write_seconds_count")?);
+    assert!(items >= 7.0, "seven texts at least went through the writer: {items}");
+    assert!(transactions >= 1.0 && transactions <= items, "{transactions} transactions for {items} writes");
+    assert!(figure("cubby_message_batch_write_seconds_sum")? > 0.0);
     server.stop()?;
     Ok(())
 }

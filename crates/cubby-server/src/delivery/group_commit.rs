@@ -14,12 +14,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use cubby_core::DeviceId;
 use cubby_store::{Append, Appended, QueuedMessage, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{Hub, Pushed};
+use crate::http::metrics::CommitMetrics;
 
 /// Most appends and acknowledgements per transaction: enough to amortise the fsync, small
 /// enough to keep the latency of the first one low.
@@ -52,10 +54,10 @@ pub type AckWritten = oneshot::Receiver<()>;
 
 impl GroupCommit {
     /// Starts the writer task (it ends when every handle is dropped).
-    pub fn start(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
+    pub fn start(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: CommitMetrics) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
         let membership_changes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_batches(store, hub, pending, membership_changes.clone()));
+        tokio::spawn(write_batches(store, hub, pending, membership_changes.clone(), metrics));
         Self { queue, membership_changes }
     }
 
@@ -96,9 +98,16 @@ impl Queued {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, hub: Arc<Hub>, mut pending: mpsc::Receiver<Work>, membership_changes: Arc<AtomicU64>) {
+async fn write_batches(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    mut pending: mpsc::Receiver<Work>,
+    membership_changes: Arc<AtomicU64>,
+    metrics: CommitMetrics,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics.batch_size.observe(batch.len() as f64);
         let (mut appends, mut replies, mut acks, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for work in batch.drain(..) {
             match work {
@@ -112,7 +121,10 @@ async fn write_batches(store: Arc<dyn Store>, hub: Arc<Hub>, mut pending: mpsc::
                 }
             }
         }
-        match store.write_batch(&appends, &acks).await {
+        let started = Instant::now();
+        let written_batch = store.write_batch(&appends, &acks).await;
+        metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        match written_batch {
             Ok(outcome) => {
                 // Counted before anyone hears of the change, so no send routed after it
                 // trusts what was read before it.

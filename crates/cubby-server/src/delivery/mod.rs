@@ -23,6 +23,7 @@ use cubby_store::{
 };
 
 use crate::http::ApiError;
+use crate::http::metrics::CommitMetrics;
 use crate::vault::now_millis;
 use group_commit::{CommitError, GroupCommit};
 use hub::Hub;
@@ -87,13 +88,13 @@ fn stale(current: i64) -> ApiError {
 }
 
 impl Delivery {
-    pub fn start(vault: Arc<crate::Vault>, retention: Duration) -> Self {
+    pub fn start(vault: Arc<crate::Vault>, retention: Duration, metrics: CommitMetrics) -> Self {
         let store = vault.store().clone();
         let external_sender_seed = *vault.system_key().external_sender_seed();
         let hub = Arc::new(Hub::default());
         Self {
             vault,
-            writer: GroupCommit::start(store.clone(), hub.clone()),
+            writer: GroupCommit::start(store.clone(), hub.clone(), metrics),
             store,
             hub,
             external_sender: ExternalSender::from_seed(external_sender_seed),

@@ -38,6 +38,17 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub errors: Family<ErrorLabels, Counter>,
     pub csp_violations: Family<CspLabels, Counter>,
+    pub commits: CommitMetrics,
+}
+
+/// The message writer's transactions: how full they are and how long each takes, the two
+/// figures that say whether group commit is sharing its fsyncs or waiting on them.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    /// Appends and acknowledgements written per transaction.
+    pub batch_size: Histogram,
+    /// Time from the transaction's start to its durable commit.
+    pub write_seconds: Histogram,
 }
 
 impl Metrics {
@@ -53,7 +64,13 @@ impl Metrics {
         registry.register("http_errors", "HTTP error answers, by error code", errors.clone());
         let csp_violations = Family::<CspLabels, Counter>::default();
         registry.register("csp_violations", "Content-Security-Policy violations browsers reported", csp_violations.clone());
-        Self { registry, requests, latency, errors, csp_violations }
+        let commits = CommitMetrics {
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            write_seconds: Histogram::new([0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]),
+        };
+        registry.register("message_batch_size", "Appends and acknowledgements written per message transaction", commits.batch_size.clone());
+        registry.register("message_batch_write_seconds", "Time to write and durably commit one message transaction", commits.write_seconds.clone());
+        Self { registry, requests, latency, errors, csp_violations, commits }
     }
 
     /// The OpenMetrics text exposition, which Prometheus scrapes.

@@ -82,7 +82,7 @@ pub fn app(services: Services, config: &ServerConfig) -> Router {
 pub fn build(routes: OpenApiRouter<AppState>, services: Services, config: &ServerConfig) -> Router {
     let (router, openapi) = routes.split_for_parts();
     let metrics = Arc::new(Metrics::new());
-    let delivery = Arc::new(Delivery::start(services.vault.clone(), config.message_retention));
+    let delivery = Arc::new(Delivery::start(services.vault.clone(), config.message_retention, metrics.commits.clone()));
     let media = Media::start(services.vault.store().clone(), &config.media.blob_store, config.media.max_size, config.message_retention);
     crate::expiry::start(&services.vault, &media);
     let packages = Arc::new(crate::api::content::PackageFiles::open(&config.media.blob_store, config.media.package_max_size));
