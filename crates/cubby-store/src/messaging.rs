@@ -133,6 +133,8 @@ pub struct BatchWritten {
     /// The queue entries written, (device, message id), in no particular order: exactly who
     /// may be handed each message live (a recipient revoked meanwhile is not among them).
     pub queued: Vec<(DeviceId, i64)>,
+    /// The appends, handed back: their payloads go on to live connections without a copy.
+    pub batch: Vec<Append>,
 }
 
 #[async_trait]
@@ -158,17 +160,17 @@ pub trait MessagingStore {
     /// Writes a batch of appends in one transaction (group commit). Each append is all or
     /// nothing: a stale epoch change skips it and writes none of its messages.
     async fn append(&self, batch: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        Ok(self.write_batch(batch, &[]).await?.appended)
+        Ok(self.write_batch(batch.to_vec(), Vec::new()).await?.appended)
     }
     /// Appends, then acknowledgements (as [`Self::acknowledge`]), in one transaction: the
     /// delivery service's one writer, so that its writes never wait for each other's lock.
-    async fn write_batch(&self, batch: &[Append], acks: &[(DeviceId, Vec<i64>)]) -> Result<BatchWritten, StoreError>;
+    async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError>;
     /// A device's queue in order (by message id, so in order per group), after `after_id`.
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Removes acknowledged messages from a device's queue, and each message that no
     /// device waits for any longer. Returns how many queue entries went.
     async fn acknowledge(&self, device: DeviceId, ids: &[i64]) -> Result<u64, StoreError> {
-        Ok(self.write_batch(&[], &[(device, ids.to_vec())]).await?.acknowledged)
+        Ok(self.write_batch(Vec::new(), vec![(device, ids.to_vec())]).await?.acknowledged)
     }
     /// Empties a device's queue (a revoked device receives nothing more).
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError>;

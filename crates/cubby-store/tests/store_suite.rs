@@ -526,7 +526,7 @@ async fn queues_are_per_device_and_a_message_goes_when_all_acknowledged(h: Harne
     // The batch says who each message was queued for: never a revoked device.
     let written = h
         .store
-        .write_batch(&[Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"y", &[b, revoked], 10_000)] }], &[])
+        .write_batch(vec![Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"y", &[b, revoked], 10_000)] }], Vec::new())
         .await?;
     let [Appended::Stored(y)] = &written.appended[..] else { return Err(format!("{:?}", written.appended).into()) };
     assert_eq!(written.queued, vec![(b, y[0])]);
@@ -602,7 +602,7 @@ async fn a_large_batch_gives_each_append_its_own_ids(h: Harness) -> TestResult {
     let queued_ids: Vec<i64> = queued.iter().map(|m| m.id).collect();
     let mut c_ids: Vec<i64> = queued_ids[..75].to_vec();
     c_ids.extend(1_000_000..1_000_600);
-    let written = h.store.write_batch(&[], &[(b, queued_ids.clone()), (c, c_ids)]).await?;
+    let written = h.store.write_batch(Vec::new(), vec![(b, queued_ids.clone()), (c, c_ids)]).await?;
     assert_eq!(written.acknowledged, 225);
     assert!(h.store.queued_for(b, 0, 1_000).await?.is_empty());
     let left: Vec<i64> = h.store.queued_for(c, 0, 1_000).await?.iter().map(|m| m.id).collect();

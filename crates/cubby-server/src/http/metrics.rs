@@ -65,7 +65,7 @@ impl Metrics {
         let csp_violations = Family::<CspLabels, Counter>::default();
         registry.register("csp_violations", "Content-Security-Policy violations browsers reported", csp_violations.clone());
         let commits = CommitMetrics {
-            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
             write_seconds: Histogram::new([0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256]),
         };
         registry.register("message_batch_size", "Appends and acknowledgements written per message transaction", commits.batch_size.clone());

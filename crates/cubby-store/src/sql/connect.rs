@@ -7,19 +7,20 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::Db;
+use super::batch_sqlite::SqliteWriter;
 use crate::StoreError;
 
-pub(super) async fn open(url: &str) -> Result<Db, StoreError> {
+pub(super) async fn open(url: &str) -> Result<(Db, Option<SqliteWriter>), StoreError> {
     if url.starts_with("sqlite:") {
         open_sqlite(url).await
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        open_postgres(url).await
+        Ok((open_postgres(url).await?, None))
     } else {
         Err(StoreError::UnsupportedUrl)
     }
 }
 
-async fn open_sqlite(url: &str) -> Result<Db, StoreError> {
+async fn open_sqlite(url: &str) -> Result<(Db, Option<SqliteWriter>), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -27,9 +28,21 @@ async fn open_sqlite(url: &str) -> Result<Db, StoreError> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+    // The message writer opens the same file on a connection of its own: an in-memory
+    // database would be another database to it.
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StoreError::UnsupportedUrl);
+    }
+    let path = options.get_filename().to_owned();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        // A local file does not go stale: no ping before each use of a connection.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-    Ok(Db::Sqlite(pool))
+    let writer = SqliteWriter::open(&path)?;
+    Ok((Db::Sqlite(pool), Some(writer)))
 }
 
 async fn open_postgres(url: &str) -> Result<Db, StoreError> {

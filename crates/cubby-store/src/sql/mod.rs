@@ -26,6 +26,8 @@ macro_rules! on_pool {
 
 mod accounts;
 mod audit;
+mod batch_postgres;
+mod batch_sqlite;
 mod connect;
 mod contacts;
 mod content;
@@ -61,11 +63,14 @@ impl BeginWrite for PgPool {
 
 pub struct SqlStore {
     db: Db,
+    /// SQLite's message writer (the group commit's connection); none on PostgreSQL.
+    sqlite_writer: Option<batch_sqlite::SqliteWriter>,
 }
 
 impl SqlStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self { db: connect::open(url).await? })
+        let (db, sqlite_writer) = connect::open(url).await?;
+        Ok(Self { db, sqlite_writer })
     }
 }
 

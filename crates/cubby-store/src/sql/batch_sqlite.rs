@@ -1,0 +1,153 @@
+//! SQLite's side of the group commit, on a connection of its own. Through sqlx every
+//! statement is a hop to a worker thread and every row a message back, and multi-row
+//! statements of each batch size are parsed anew; under load those hops, not SQLite,
+//! took most of a batch's time. Here a whole batch runs on one blocking thread, one row
+//! per statement with the statements prepared once: SQLite's own speed. Same SQLite
+//! library as sqlx (one libsqlite3-sys), same database file, same settings.
+//! PostgreSQL's side is [`super::batch_postgres`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cubby_core::DeviceId;
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+
+use super::messaging::{DELETE_IF_DELIVERED, INSERT_MEMBER};
+use crate::{Append, Appended, BatchWritten, EpochChange, StoreError};
+
+pub(crate) struct SqliteWriter {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl SqliteWriter {
+    /// Opens the writer's connection to a database sqlx has opened (and migrated) first.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let connection = Connection::open(path)?;
+        // WAL is a setting of the file, made when sqlx opened it; these are per connection.
+        // FULL: a commit survives power loss, not just a crash of the process.
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", true)?;
+        connection.busy_timeout(Duration::from_secs(10))?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    pub(crate) async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError> {
+        let connection = self.connection.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            // A panic while writing rolled its transaction back (Transaction's drop): the
+            // connection is fine to use again.
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let written = write(&mut connection, &batch, &acks);
+            written.map(|written| BatchWritten { batch, ..written })
+        })
+        .await
+        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        Ok(written?)
+    }
+}
+
+fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i64>)]) -> rusqlite::Result<BatchWritten> {
+    // The write lock at BEGIN: another connection's write makes this one wait its turn.
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut appended = Vec::with_capacity(batch.len());
+    let mut queued = Vec::new();
+    // Messages no device waits for: written for nobody live, or acknowledged by all.
+    let mut forgettable = Vec::new();
+    {
+        let mut group_exists = tx.prepare_cached("SELECT 1 FROM mls_groups WHERE id = ?1")?;
+        let mut insert_message = tx.prepare_cached(
+            "INSERT INTO messages (group_id, sender_device, kind, payload, urgent, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        // Only to live devices: one gone or revoked meanwhile gets nothing.
+        let mut queue = tx.prepare_cached(
+            "INSERT INTO deliveries (device_id, message_id) SELECT id, ?2 FROM devices WHERE id = ?1 AND revoked_at IS NULL \
+             ON CONFLICT (device_id, message_id) DO NOTHING",
+        )?;
+        let mut known_groups: Vec<&[u8]> = Vec::new();
+        'appends: for append in batch {
+            // A group deleted since its sender looked it up refuses that append alone,
+            // rather than failing the whole batch on the foreign key.
+            for message in &append.messages {
+                let group = message.group_id.as_slice();
+                if !known_groups.contains(&group) {
+                    if !group_exists.exists([group])? {
+                        appended.push(Appended::GroupGone);
+                        continue 'appends;
+                    }
+                    known_groups.push(group);
+                }
+            }
+            // Of two commits to the same epoch the first wins, in this batch or not.
+            if let Some(change) = &append.epoch_change
+                && !change_epoch(&tx, change)?
+            {
+                appended.push(Appended::StaleEpoch);
+                continue;
+            }
+            let mut ids = Vec::with_capacity(append.messages.len());
+            for message in &append.messages {
+                let id = insert_message.insert(params![
+                    message.group_id,
+                    message.sender.map(|id| id.to_string()),
+                    message.kind.as_str(),
+                    message.payload,
+                    message.urgent,
+                    message.created_at,
+                    message.expires_at,
+                ])?;
+                let before = queued.len();
+                for device in &message.recipients {
+                    if queue.execute(params![device.to_string(), id])? > 0 {
+                        queued.push((*device, id));
+                    }
+                }
+                if queued.len() == before {
+                    forgettable.push(id);
+                }
+                ids.push(id);
+            }
+            appended.push(Appended::Stored(ids));
+        }
+    }
+
+    let mut acknowledged = 0;
+    {
+        let mut remove = tx.prepare_cached("DELETE FROM deliveries WHERE device_id = ?1 AND message_id = ?2")?;
+        for (device, ids) in acks {
+            let device = device.to_string();
+            for id in ids {
+                if remove.execute(params![device, id])? > 0 {
+                    acknowledged += 1;
+                    forgettable.push(*id);
+                }
+            }
+        }
+        forgettable.sort_unstable();
+        forgettable.dedup();
+        let mut forget = tx.prepare_cached(DELETE_IF_DELIVERED)?;
+        for id in forgettable {
+            forget.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(BatchWritten { appended, acknowledged, queued, batch: Vec::new() })
+}
+
+/// Moves a group to its next epoch if it is still at the one the change was made for;
+/// false if another change got there first.
+fn change_epoch(tx: &Transaction<'_>, change: &EpochChange) -> rusqlite::Result<bool> {
+    let moved = tx
+        .prepare_cached("UPDATE mls_groups SET epoch = ?1, public_state = ?2 WHERE id = ?3 AND epoch = ?4")?
+        .execute(params![change.to_epoch, change.public_state, change.group_id, change.from_epoch])?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")?.execute([&change.group_id])?;
+    let mut add = tx.prepare_cached(INSERT_MEMBER)?;
+    for member in &change.members {
+        add.execute(params![change.group_id, member.to_string()])?;
+    }
+    Ok(true)
+}
