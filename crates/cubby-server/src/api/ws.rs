@@ -22,7 +22,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::messaging::{SendMessage, outgoing};
@@ -187,13 +186,15 @@ impl Connection {
                     self.look_again = true;
                     self.report_key_packages(&mut socket).await?;
                 }
-                pushed = subscription.pushes.recv() => match pushed {
-                    Ok(pushed) => self.on_pushed(&mut socket, &pushed).await?,
-                    // Pushes were missed: they are in the queue.
-                    Err(RecvError::Lagged(_)) => self.fall_behind(),
-                    // The node no longer reaches this connection: the device reconnects.
-                    Err(RecvError::Closed) => return Ok(()),
-                },
+                delivered = subscription.mailbox.take() => {
+                    // Pushes were dropped for want of room: they are in the queue.
+                    if delivered.overflowed {
+                        self.fall_behind();
+                    }
+                    for pushed in &delivered.pushes {
+                        self.on_pushed(&mut socket, pushed).await?;
+                    }
+                }
                 Some(reply) = answered.recv() => socket.send(reply).await?,
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {

@@ -1,20 +1,22 @@
 //! The live side of delivery: which devices hold an open WebSocket on this node, and how
 //! to reach them: the messages this node has just stored for them, a wake-up (look at the
 //! queue again) or a close (revocation). The queue itself is in the store; what a
-//! connection cannot take live (it is behind, or its channel overflowed) it reads from the
+//! connection cannot take live (it is behind, or its mailbox overflowed) it reads from the
 //! queue, so a lost push or wake-up costs a read or a poll interval, never a message.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use cubby_core::DeviceId;
 use cubby_store::QueuedMessage;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, watch};
 
-/// Messages held for one device's connections before the slowest is told it lagged (and
-/// reads its queue instead). Small: it is allocated for every connected device.
-const PUSHES_HELD: usize = 16;
+/// Pushes a connection's mailbox holds before it overflows (and the connection reads its
+/// queue instead): as many as the connection may have in flight. The writer hands over a
+/// whole batch at once, so a busy pair's burst is this large; an idle mailbox holds no
+/// buffer at all.
+pub const PUSHES_HELD: usize = 512;
 
 /// What a connection is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,9 +45,53 @@ impl Pushed {
     }
 }
 
+/// One connection's pushes not yet taken: the writer puts them in without waiting, the
+/// connection takes them all at once.
+#[derive(Default)]
+pub struct Mailbox {
+    held: Mutex<Held>,
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct Held {
+    pushes: VecDeque<Arc<Pushed>>,
+    overflowed: bool,
+}
+
+/// What a connection found in its mailbox.
+pub struct Delivered {
+    pub pushes: VecDeque<Arc<Pushed>>,
+    /// Pushes were dropped for want of room: they are in the queue.
+    pub overflowed: bool,
+}
+
+impl Mailbox {
+    fn put(&self, pushed: &Arc<Pushed>) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.pushes.len() >= PUSHES_HELD {
+                held.pushes.clear();
+                held.overflowed = true;
+            } else if !held.overflowed {
+                held.pushes.push_back(pushed.clone());
+            }
+        }
+        // A permit is kept if the connection is not waiting: nothing put is overlooked.
+        self.arrived.notify_one();
+    }
+
+    /// Waits for pushes, then takes all there are.
+    pub async fn take(&self) -> Delivered {
+        self.arrived.notified().await;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        Delivered { pushes: std::mem::take(&mut held.pushes), overflowed: std::mem::take(&mut held.overflowed) }
+    }
+}
+
 struct Listeners {
     signals: watch::Sender<Signal>,
-    pushes: broadcast::Sender<Arc<Pushed>>,
+    mailboxes: Vec<Arc<Mailbox>>,
 }
 
 #[derive(Default)]
@@ -57,15 +103,17 @@ pub struct Hub {
 pub struct Subscription {
     pub device: DeviceId,
     pub signals: watch::Receiver<Signal>,
-    pub pushes: broadcast::Receiver<Arc<Pushed>>,
+    pub mailbox: Arc<Mailbox>,
     hub: Arc<Hub>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Ok(mut devices) = self.hub.devices.lock() {
-            // Only this receiver left (it is dropped just after): nobody listens any more.
-            if devices.get(&self.device).is_some_and(|l| l.signals.receiver_count() <= 1) {
+        if let Ok(mut devices) = self.hub.devices.lock()
+            && let Some(listeners) = devices.get_mut(&self.device)
+        {
+            listeners.mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
+            if listeners.mailboxes.is_empty() {
                 devices.remove(&self.device);
             }
         }
@@ -74,18 +122,19 @@ impl Drop for Subscription {
 
 impl Hub {
     pub fn subscribe(self: &Arc<Self>, device: DeviceId) -> Subscription {
-        let (signals, pushes) = match self.devices.lock() {
+        let mailbox = Arc::new(Mailbox::default());
+        let signals = match self.devices.lock() {
             Ok(mut devices) => {
-                let listeners = devices.entry(device).or_insert_with(|| Listeners {
-                    signals: watch::channel(Signal::Wake(0)).0,
-                    pushes: broadcast::channel(PUSHES_HELD).0,
-                });
-                (listeners.signals.subscribe(), listeners.pushes.subscribe())
+                let listeners = devices
+                    .entry(device)
+                    .or_insert_with(|| Listeners { signals: watch::channel(Signal::Wake(0)).0, mailboxes: Vec::new() });
+                listeners.mailboxes.push(mailbox.clone());
+                listeners.signals.subscribe()
             }
             // A poisoned map only loses live wake-ups and pushes; the connection still polls.
-            Err(_) => (watch::channel(Signal::Wake(0)).1, broadcast::channel(1).1),
+            Err(_) => watch::channel(Signal::Wake(0)).1,
         };
-        Subscription { device, signals, pushes, hub: self.clone() }
+        Subscription { device, signals, mailbox, hub: self.clone() }
     }
 
     /// Wakes every connection of these devices on this node.
@@ -103,12 +152,14 @@ impl Hub {
     }
 
     /// Hands a message just stored to every connection of these devices on this node.
-    /// Never waits: a connection that falls behind is told it lagged.
+    /// Never waits: a connection whose mailbox is full is told it overflowed.
     pub fn push(&self, message: &Arc<Pushed>, devices: &[DeviceId]) {
         let Ok(map) = self.devices.lock() else { return };
         for device in devices {
             if let Some(listeners) = map.get(device) {
-                let _ = listeners.pushes.send(message.clone());
+                for mailbox in &listeners.mailboxes {
+                    mailbox.put(message);
+                }
             }
         }
     }
@@ -127,7 +178,6 @@ impl Hub {
 mod tests {
     use super::*;
     use cubby_store::MessageKind;
-    use tokio::sync::broadcast::error::TryRecvError;
 
     fn pushed(id: i64) -> Arc<Pushed> {
         Arc::new(Pushed::new(QueuedMessage {
@@ -141,29 +191,46 @@ mod tests {
         }))
     }
 
-    #[test]
-    fn pushes_reach_only_their_recipients_and_a_slow_one_is_told_it_lagged() {
+    fn ids(delivered: &Delivered) -> Vec<i64> {
+        delivered.pushes.iter().map(|p| p.message.id).collect()
+    }
+
+    #[tokio::test]
+    async fn pushes_reach_only_their_recipients_and_a_full_mailbox_overflows() {
         let hub = Arc::new(Hub::default());
         let (to, other) = (DeviceId::random(), DeviceId::random());
-        let mut recipient = hub.subscribe(to);
-        let mut bystander = hub.subscribe(other);
+        let recipient = hub.subscribe(to);
+        let second_connection = hub.subscribe(to);
+        let bystander = hub.subscribe(other);
         let first = pushed(1);
         hub.push(&first, &[to]);
-        let got = recipient.pushes.try_recv().ok().map(|p| p.message.id);
-        assert_eq!(got, Some(1));
-        assert!(matches!(bystander.pushes.try_recv(), Err(TryRecvError::Empty)));
+        hub.push(&pushed(2), &[to]);
+        // Each of the device's connections gets both, in order, taken at once.
+        for connection in [&recipient, &second_connection] {
+            let delivered = connection.mailbox.take().await;
+            assert_eq!((ids(&delivered), delivered.overflowed), (vec![1, 2], false));
+        }
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(20), bystander.mailbox.take()).await;
+        assert!(nothing.is_err(), "the bystander's mailbox stays empty");
         // One encoding for every connection that sends it.
         let a = first.frame(|m| format!("frame {}", m.id).into());
         let b = first.frame(|_| "encoded again".into());
         assert_eq!((a.as_str(), b.as_str()), ("frame 1", "frame 1"));
-        // More than it holds: the connection hears it lagged (and reads its queue).
-        for id in 2..=(PUSHES_HELD as i64 + 5) {
-            hub.push(&pushed(id), &[to]);
+        // More than it holds: the connection hears it overflowed (and reads its queue);
+        // what comes after the overflow is left to that read too.
+        for id in 0..=(PUSHES_HELD as i64) {
+            hub.push(&pushed(100 + id), &[to]);
         }
-        assert!(matches!(recipient.pushes.try_recv(), Err(TryRecvError::Lagged(_))));
+        let delivered = recipient.mailbox.take().await;
+        assert!(delivered.overflowed && delivered.pushes.is_empty());
+        hub.push(&pushed(9_999), &[to]);
+        let delivered = recipient.mailbox.take().await;
+        assert_eq!((ids(&delivered), delivered.overflowed), (vec![9_999], false), "after the overflow was taken, pushes resume");
         // A device with no connection here is skipped, and forgetting works.
         drop(bystander);
         hub.push(&pushed(99), &[other]);
         assert!(hub.devices.lock().is_ok_and(|d| !d.contains_key(&other)));
+        drop(recipient);
+        assert!(hub.devices.lock().is_ok_and(|d| d.get(&to).is_some_and(|l| l.mailboxes.len() == 1)));
     }
 }
