@@ -17,7 +17,8 @@ use super::messaging::{DELETE_IF_DELIVERED, INSERT_MEMBER};
 use crate::{Append, Appended, BatchWritten, EpochChange, StoreError};
 
 pub(crate) struct SqliteWriter {
-    connection: Arc<Mutex<Connection>>,
+    /// None once closed.
+    connection: Arc<Mutex<Option<Connection>>>,
 }
 
 impl SqliteWriter {
@@ -29,7 +30,21 @@ impl SqliteWriter {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
         connection.busy_timeout(Duration::from_secs(10))?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        Ok(Self { connection: Arc::new(Mutex::new(Some(connection))) })
+    }
+
+    /// Closes the connection, so that the last one to close folds the WAL into the database
+    /// file as SQLite does; a batch after this fails as on a closed pool.
+    pub(crate) async fn close(&self) {
+        let connection = self.connection.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(PoisonError::into_inner).take();
+            connection.map(Connection::close)
+        })
+        .await;
+        if let Ok(Some(Err((_, error)))) = closed {
+            tracing::warn!(%error, "closing the message writer's database connection failed");
+        }
     }
 
     pub(crate) async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError> {
@@ -38,12 +53,13 @@ impl SqliteWriter {
             // A panic while writing rolled its transaction back (Transaction's drop): the
             // connection is fine to use again.
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let written = write(&mut connection, &batch, &acks);
-            written.map(|written| BatchWritten { batch, ..written })
+            let Some(connection) = connection.as_mut() else { return Err(StoreError::Database(sqlx::Error::PoolClosed)) };
+            let written = write(connection, &batch, &acks)?;
+            Ok(BatchWritten { batch, ..written })
         })
         .await
         .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
-        Ok(written?)
+        written
     }
 }
 

@@ -98,6 +98,9 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         on_pool!(&self.db, |pool| pool.close().await)
     }
 }
