@@ -148,10 +148,7 @@ impl Connection {
 
     async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
         let mut subscription = self.delivery.hub().subscribe(self.device.id);
-        let (sends, pending) = mpsc::channel(PENDING_SENDS);
-        let (replies, mut answered) = mpsc::channel::<Message>(PENDING_SENDS);
-        let sender = tokio::spawn(store_sends(self.delivery.clone(), self.device.clone(), pending, replies));
-        let _stop_sender = AbortOnDrop(sender);
+        let mut sending: Option<SendPipeline> = None;
 
         if self.device.wipe_requested_at.is_some() {
             socket.send(frame(&ToDevice::Wipe)).await?;
@@ -169,7 +166,7 @@ impl Connection {
                 incoming = socket.recv() => {
                     let Some(incoming) = incoming else { return Ok(()) };
                     match incoming? {
-                        Message::Text(text) => self.on_frame(&mut socket, text.as_str(), &sends).await?,
+                        Message::Text(text) => self.on_frame(&mut socket, text.as_str(), &mut sending).await?,
                         Message::Binary(_) => {
                             let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                             socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
@@ -195,7 +192,7 @@ impl Connection {
                         self.on_pushed(&mut socket, pushed).await?;
                     }
                 }
-                Some(reply) = answered.recv() => socket.send(reply).await?,
+                Some(reply) = next_answer(&mut sending) => socket.send(reply).await?,
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {
                     self.cursor = 0;
@@ -215,7 +212,7 @@ impl Connection {
         }
     }
 
-    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str, sends: &mpsc::Sender<(u64, SendMessage)>) -> Result<(), axum::Error> {
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str, sending: &mut Option<SendPipeline>) -> Result<(), axum::Error> {
         match serde_json::from_str::<FromDevice>(text) {
             Ok(FromDevice::Ack { ids }) => {
                 // Room in a full budget: what waited behind it can go out.
@@ -231,8 +228,9 @@ impl Connection {
                 }
             }
             Ok(FromDevice::Send { reference, body }) => {
+                let pipeline = sending.get_or_insert_with(|| SendPipeline::start(&self.delivery, &self.device));
                 // Waits when too many sends are pending: back-pressure on the sender.
-                let _ = sends.send((reference, body)).await;
+                let _ = pipeline.sends.send((reference, body)).await;
             }
             Err(error) => {
                 let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
@@ -353,6 +351,31 @@ async fn close_revoked(mut socket: WebSocket) -> Result<(), axum::Error> {
     socket
         .send(Message::Close(Some(CloseFrame { code: CLOSE_REVOKED, reason: "this device was revoked".into() })))
         .await
+}
+
+/// The tasks that store a connection's sends, started at its first send: most toys mostly
+/// listen, and an idle connection should hold no channels or tasks for sending.
+struct SendPipeline {
+    sends: mpsc::Sender<(u64, SendMessage)>,
+    answered: mpsc::Receiver<Message>,
+    _stop: AbortOnDrop,
+}
+
+impl SendPipeline {
+    fn start(delivery: &Arc<Delivery>, device: &DeviceRow) -> Self {
+        let (sends, pending) = mpsc::channel(PENDING_SENDS);
+        let (replies, answered) = mpsc::channel(PENDING_SENDS);
+        let task = tokio::spawn(store_sends(delivery.clone(), device.clone(), pending, replies));
+        Self { sends, answered, _stop: AbortOnDrop(task) }
+    }
+}
+
+/// The next answer to a send, if the connection has sent anything (else never).
+async fn next_answer(sending: &mut Option<SendPipeline>) -> Option<Message> {
+    match sending {
+        Some(pipeline) => pipeline.answered.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Checks and stores a connection's sends in arrival order, pipelined: each is queued for
