@@ -49,7 +49,7 @@ impl SqliteWriter {
 
     pub(crate) async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError> {
         let connection = self.connection.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             // A panic while writing rolled its transaction back (Transaction's drop): the
             // connection is fine to use again.
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
@@ -58,8 +58,7 @@ impl SqliteWriter {
             Ok(BatchWritten { batch, ..written })
         })
         .await
-        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
-        written
+        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 }
 
