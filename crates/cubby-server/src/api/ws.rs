@@ -28,14 +28,11 @@ use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::{Pushed, Signal};
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
-use crate::delivery::{Delivery, TOP_UP_BELOW};
+use crate::delivery::{Delivery, IN_FLIGHT, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::vault::now_millis;
 
-/// Messages pushed but not yet acknowledged, at most: a slow reader's backlog stays in
-/// the store, not in memory.
-const IN_FLIGHT: usize = 512;
 const READ_BATCH: i64 = 128;
 /// Sends accepted from one connection before the server stops reading its frames.
 const PENDING_SENDS: usize = 256;

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 /// queue instead): as many as the connection may have in flight. The writer hands over a
 /// whole batch at once, so a busy pair's burst is this large; an idle mailbox holds no
 /// buffer at all.
-pub const PUSHES_HELD: usize = 512;
+const PUSHES_HELD: usize = super::IN_FLIGHT;
 
 /// What a connection is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

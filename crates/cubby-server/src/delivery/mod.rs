@@ -35,6 +35,9 @@ use sender_facts::SenderFacts;
 /// top up.
 pub const MAX_KEY_PACKAGES: i64 = 100;
 pub const TOP_UP_BELOW: i64 = 10;
+/// Messages pushed to a live connection but not yet acknowledged, at most: a slow
+/// reader's backlog stays in the store, not in memory.
+pub const IN_FLIGHT: usize = 512;
 /// Epochs an application message may lag behind its group (members that have not yet
 /// processed the latest commits); matches the SDK's `max_past_epochs`.
 pub const MAX_PAST_EPOCHS: u64 = 5;

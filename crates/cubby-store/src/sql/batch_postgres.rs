@@ -4,7 +4,7 @@
 //! to the server. SQLite's side is [`super::batch_sqlite`].
 
 use cubby_core::DeviceId;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::messaging::{INSERT_MEMBER, IDS_PER_STATEMENT};
 use super::{BeginWrite, parse_id};
@@ -31,10 +31,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         let mut existing: Vec<Vec<u8>> = Vec::with_capacity(wanted.len());
         for chunk in wanted.chunks(IDS_PER_STATEMENT) {
             let mut select = sqlx::QueryBuilder::new("SELECT id FROM mls_groups WHERE id IN (");
-            let mut list = select.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut select, chunk.iter().copied());
             select.push(")");
             existing.extend(select.build_query_scalar::<Vec<u8>>().fetch_all(&mut *tx).await?);
         }
@@ -137,10 +134,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
             for (n, (device, ids)) in statement.iter().enumerate() {
                 delete.push(if n == 0 { "(device_id = " } else { " OR (device_id = " });
                 delete.push_bind(device).push(" AND message_id IN (");
-                let mut list = delete.separated(", ");
-                for id in *ids {
-                    list.push_bind(*id);
-                }
+                push_list(&mut delete, ids.iter().copied());
                 delete.push("))");
             }
             removed += delete.build().execute(&mut *tx).await?.rows_affected();
@@ -155,10 +149,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         forgettable.dedup();
         for chunk in forgettable.chunks(IDS_PER_STATEMENT) {
             let mut forget = sqlx::QueryBuilder::new("DELETE FROM messages WHERE id IN (");
-            let mut list = forget.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            push_list(&mut forget, chunk.iter().copied());
             forget.push(") AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = messages.id)");
             forget.build().execute(&mut *tx).await?;
         }
@@ -175,4 +166,15 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         }
     }
     Ok(BatchWritten { appended: outcomes, acknowledged, queued, batch })
+}
+
+/// Binds each value into a comma-separated list (an `IN (…)`; the caller writes the brackets).
+fn push_list<'t, T>(query: &mut QueryBuilder<Postgres>, values: impl IntoIterator<Item = T>)
+where
+    T: sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
+{
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
 }
