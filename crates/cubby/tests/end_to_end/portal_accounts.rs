@@ -3,12 +3,11 @@
 //! co-guardian, resetting a password, the security and account pages. Each step is
 //! checked on the page and then through the API. Each scenario runs on both engines.
 
-#[macro_use]
-mod common;
+use crate::common;
 
-use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD, guardian_with_family, start};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::portal::{Browser, PASSWORD, guardian_with_family, start};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use serde_json::Value;
 
 async fn consent_status(server: &Server, guardian: &Session, family: &str) -> Fallible<Value> {

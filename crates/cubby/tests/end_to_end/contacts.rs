@@ -4,18 +4,17 @@
 //! guardian of each child, removal and blocking repairing conversations, supervised
 //! children, and reports.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::api::{self, Session};
+use crate::common::api::{self, Session};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::devices::{device, paired_device_at, texts};
-use common::socket::{next_frame_of, open_socket};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::devices::{device, paired_device_at, texts};
+use crate::common::socket::{next_frame_of, open_socket};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use cubby_client::{ConversationId, CubbyClient, DeviceKey, Event, Messenger};

@@ -2,12 +2,11 @@
 //! each change made through a page is checked in what the API then reports, and each
 //! refusal (no CSRF token, no confirmation, another family's guardian) changes nothing.
 
-#[macro_use]
-mod common;
+use crate::common;
 
-use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD, Page, family_with_child, start};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::portal::{Browser, PASSWORD, Page, family_with_child, start};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::{Value, json};
 

@@ -2,13 +2,10 @@
 //! toy's open connection is closed within a second and it cannot connect again; a toy
 //! flagged as lost is told to wipe itself when it connects.
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use futures_util::StreamExt;
 use serde_json::{Value, json};

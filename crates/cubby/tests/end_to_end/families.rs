@@ -4,16 +4,13 @@
 //! at-rest scan of the data directory on SQLite, whose files can be read, and of a
 //! `pg_dump` of the whole database on PostgreSQL.
 
-#[macro_use]
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Connection;

@@ -2,13 +2,10 @@
 //! titles for its age, a guardian offers and stops offering titles through the API's own
 //! rules (age, price), and no other family and no forged post changes anything.
 
-#[macro_use]
-mod common;
-
-use common::api;
-use common::content::{self, Family, Package, World};
-use common::portal::{Browser, PASSWORD};
-use common::{Fallible, TestResult};
+use crate::common::api;
+use crate::common::content::{self, Family, Package, World};
+use crate::common::portal::{Browser, PASSWORD};
+use crate::common::{Fallible, TestResult};
 use cubby_client::content::manifest_bytes;
 use cubby_core::content::{Manifest, PackageKind, Price};
 use cubby_core::validation::AgeBand;

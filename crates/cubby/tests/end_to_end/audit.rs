@@ -1,10 +1,7 @@
 //! `cubby admin audit verify` against a log that an attacker with database access edited,
 //! on SQLite and on PostgreSQL.
 
-#[macro_use]
-mod common;
-
-use common::{Dirs, Fallible, TestResult, cubby, open_vault, strings, text};
+use crate::common::{Dirs, Fallible, TestResult, cubby, open_vault, strings, text};
 use cubby_core::audit::AuditEvent;
 use sqlx::Connection;
 

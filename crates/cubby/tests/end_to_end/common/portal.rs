@@ -1,7 +1,6 @@
 //! A browser without JavaScript, for the portal's HTTP-level tests: it keeps the cookies it
 //! is given, follows no redirect by itself (so tests see them), posts forms back with the
 //! tokens the pages carry, and checks every answer's security headers.
-#![allow(dead_code)] // each test binary uses a part
 
 use std::collections::BTreeMap;
 use std::path::Path;

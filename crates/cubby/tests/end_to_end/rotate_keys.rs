@@ -1,13 +1,13 @@
 //! `cubby admin rotate-keys`: killed half-way and run again, every sealed value stays
 //! readable and the old master key is retired.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Dirs, TestResult, cubby, open_vault, signal, strings, text};
+use crate::common::{BIN, Dirs, TestResult, cubby, open_vault, signal, strings, text};
 use sqlx::Connection;
 
 const FAMILIES: usize = 300;

@@ -28,15 +28,12 @@
 //! compares it with the running server's OpenAPI document, so an endpoint cannot be added
 //! without joining the matrix.
 
-#[macro_use]
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, Messenger, PairingPoll, PairingStart};
 use cubby_core::{ChildId, ContactId, DeviceId, FamilyId, ReportId, SessionId};
 use serde_json::{Value, json};

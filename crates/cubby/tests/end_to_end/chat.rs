@@ -2,14 +2,11 @@
 //! the real pairing flow, starts a conversation with a child's toy (an SDK client), sends
 //! to it and reads its answer.
 
-#[macro_use]
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::api;
-use common::{BIN, Dirs, Fallible, Server, TestResult, client, text};
+use crate::common::api;
+use crate::common::{BIN, Dirs, Fallible, Server, TestResult, client, text};
 use cubby_client::messaging::Body;
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, Event, Messenger, PairingPoll};
 use serde_json::json;

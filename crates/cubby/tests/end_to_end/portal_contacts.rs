@@ -2,16 +2,13 @@
 //! against the real binary on SQLite and PostgreSQL: what each page shows, and what the
 //! API reports after each of its forms (the pages change nothing the API does not).
 
-#[macro_use]
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::api::{self, Session};
-use common::devices::device;
-use common::portal::{Browser, PASSWORD, Page, family_with_child, start};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::devices::device;
+use crate::common::portal::{Browser, PASSWORD, Page, family_with_child, start};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::Event;
 use serde_json::{Value, json};
 

@@ -3,14 +3,11 @@
 //! families, expire, are single-use and throttled; and the database holds nothing from which
 //! a device's credential could be rebuilt. Every scenario runs on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client, file_contains};
+use crate::common::api::{self, Session};
+use crate::common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::{ClientError, CubbyClient, DeviceKey, DeviceKind, DeviceSession, Paired, PairingPoll, PairingStart};
 use serde_json::{Value, json};
 use sqlx::Connection;

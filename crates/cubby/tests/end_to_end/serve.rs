@@ -1,11 +1,9 @@
 //! `cubby serve` as an operator meets it: first start, restart, refusals, TLS, shutdown.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Dirs, Server, TestResult, client, cubby, open_vault, strings, text};
+use crate::common::{Dirs, Server, TestResult, client, cubby, open_vault, strings, text};
 
 #[tokio::test]
 async fn first_start_serves_healthz_and_a_restart_keeps_the_data() -> TestResult {

@@ -8,9 +8,6 @@
 //! phone, which makes the worst moment for a crash reproducible: a send stored by the
 //! server whose acknowledgement never reached the phone.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::api::{self, Session};
-use common::devices::{paired_device_at, texts};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::devices::{paired_device_at, texts};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::messaging::Body;
 use cubby_client::{ClientError, ConversationId, Event, Messenger};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -1,14 +1,11 @@
 //! Rules the server keeps on messages whatever a device's SDK asks, end to end with real
 //! MLS clients against the real `cubby` binary, on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::api::{self, Session};
-use common::devices::{device, texts};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::devices::{device, texts};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{ConversationId, Event, Messenger};
 use serde_json::{Value, json};
 

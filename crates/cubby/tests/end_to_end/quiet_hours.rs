@@ -4,14 +4,11 @@
 //! (The window arithmetic itself — midnight, weekdays, daylight saving, the release time —
 //! is tested with explicit clocks in cubby_core::quiet_hours.)
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::api::{self, Session};
-use common::devices::{device, texts};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::devices::{device, texts};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use serde_json::{Value, json};
 
 const IDLE: Duration = Duration::from_millis(700);

@@ -2,14 +2,13 @@
 //! cookies it is given, forms posted back with the tokens the pages carry. Every response
 //! is checked for the security headers. Each scenario runs on SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::api::{self, Session};
-use common::portal::{Browser, PASSWORD, guardian_with_family, start};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::portal::{Browser, PASSWORD, guardian_with_family, start};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use serde_json::Value;
 

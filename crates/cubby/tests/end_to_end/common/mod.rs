@@ -1,8 +1,6 @@
 //! Drives the real `cubby` binary: start it on fresh directories, talk to it over HTTP,
 //! stop it with a signal, run its admin commands.
 
-#![allow(dead_code)] // each test binary uses a different part of this
-
 pub mod api;
 pub mod chromium;
 pub mod content;

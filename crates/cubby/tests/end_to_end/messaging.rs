@@ -3,8 +3,7 @@
 //! phone, a co-guardian's phone and a child's toy; offline catch-up in order; removal and
 //! revocation; what the server refuses; and what it stores.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +11,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::api::{self, Session};
-use common::devices::{device, texts};
-use common::socket::{next_frame_of, open_socket};
-use common::{Dirs, Fallible, Server, TestResult, client, file_contains};
+use crate::common::api::{self, Session};
+use crate::common::devices::{device, texts};
+use crate::common::socket::{next_frame_of, open_socket};
+use crate::common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::messaging::Body;
 use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, Event, Messenger};
 use futures_util::{SinkExt, StreamExt};

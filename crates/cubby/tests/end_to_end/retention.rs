@@ -3,15 +3,14 @@
 //! The clock is injected through the operator's real command, `cubby admin expire --at`,
 //! run against the server's own data directory and database; SQLite and PostgreSQL.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::api::{self, Session};
-use common::devices::device;
-use common::{Dirs, Fallible, Server, TestResult, cubby, text};
+use crate::common::api::{self, Session};
+use crate::common::devices::device;
+use crate::common::{Dirs, Fallible, Server, TestResult, cubby, text};
 use cubby_client::Event;
 use serde_json::json;
 use sqlx::Connection;

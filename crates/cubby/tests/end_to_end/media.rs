@@ -5,18 +5,15 @@
 //! the blob id alone opens nothing; an interrupted upload resumes where the server stands;
 //! a blob goes once every recipient has it; bad input gets a 4xx, never a 500.
 
-#[macro_use]
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64_URL};
-use common::api::{self, Session};
-use common::devices::paired_device_at;
-use common::media::{BlobStore, contains, device_token, random_bytes, start};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::devices::paired_device_at;
+use crate::common::media::{BlobStore, contains, device_token, random_bytes, start};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use cubby_client::messaging::{Body, MediaKind, MediaRef};
 use cubby_client::{ConversationId, Event, Messenger};
 use serde_json::{Value, json};

@@ -2,16 +2,15 @@
 //! chromedriver. The attacks a browser makes possible (framing, injected script, a forged
 //! form from another site) are tried here, where the browser's own rules take part.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::api::{self, Session};
-use common::chromium::Chromium;
-use common::portal::{PASSWORD, guardian_with_family, start};
-use common::{Dirs, Fallible, Server, TestResult};
+use crate::common::api::{self, Session};
+use crate::common::chromium::Chromium;
+use crate::common::portal::{PASSWORD, guardian_with_family, start};
+use crate::common::{Dirs, Fallible, Server, TestResult};
 use fantoccini::Locator;
 use fantoccini::key::Key;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,15 +4,14 @@
 //! 404 for everything it may not have), the family export, and deletion keeping the
 //! publishers' counts.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::api::{self, Session};
-use common::{Dirs, Fallible, Server, TestResult, client};
+use crate::common::api::{self, Session};
+use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use cubby_crypto::content_signature::{SigningKey, file_sha256_hex, sign_manifest};
 use cubby_store::PublisherRow;
 use serde_json::{Value, json};

@@ -2,14 +2,11 @@
 //! verification, sign-in and its throttle, sessions (bearer and cookie), password change and
 //! reset, idle-account deletion, and what reaches the audit log and the server's log.
 
-#[macro_use]
-mod common;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::api::{self, Session, outbox_token};
-use common::{Dirs, Fallible, Server, TestResult, client, cubby, strings, text};
+use crate::common::api::{self, Session, outbox_token};
+use crate::common::{Dirs, Fallible, Server, TestResult, client, cubby, strings, text};
 use reqwest::header::{COOKIE, HeaderMap, RETRY_AFTER, SET_COOKIE};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};

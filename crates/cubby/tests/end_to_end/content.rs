@@ -12,15 +12,14 @@
 //! 4. the family export lists approvals and downloads; after the family is deleted the
 //!    publisher's counts stay and nothing links them to the family.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::content::{Database, Package, World, approve, family, keygen, package, publish, put_file, register, sha256_hex, submit, toy};
-use common::media::random_bytes;
-use common::{Dirs, Server, TestResult, api, cubby, strings, text};
+use crate::common::content::{Database, Package, World, approve, family, keygen, package, publish, put_file, register, sha256_hex, submit, toy};
+use crate::common::media::random_bytes;
+use crate::common::{Dirs, Server, TestResult, api, cubby, strings, text};
 use cubby_client::ClientError;
 use cubby_core::content::PackageKind;
 use cubby_core::validation::AgeBand;

@@ -1,11 +1,9 @@
 //! What someone who copies the data directory finds: no personal data in the clear,
 //! no key, and ciphertexts that cannot be moved between rows.
 
-mod common;
-
 use std::fs;
 
-use common::{Dirs, TestResult, file_contains, open_vault};
+use crate::common::{Dirs, TestResult, file_contains, open_vault};
 use sqlx::Connection;
 
 const NAME: &str = "Pemberton-Zebrafinch-7731";

@@ -3,9 +3,7 @@
 //! harness measures what it says (every acknowledged message reached every receiver, the
 //! figures are there and sane, the plot is drawn); they never assert a speed.
 
-mod common;
-
-use common::{BIN, TestResult, text};
+use crate::common::{BIN, TestResult, text};
 use serde_json::Value;
 
 fn row<'a>(report: &'a Value, scenario: &str, system: &str, setting: &str) -> Result<&'a Value, String> {

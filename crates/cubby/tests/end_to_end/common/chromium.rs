@@ -1,7 +1,6 @@
 //! A real browser for the portal's end-to-end tests: Debian's headless Chromium driven
 //! through its chromedriver (WebDriver) with fantoccini. `scripts/test` installs both;
 //! a missing browser fails the test rather than skipping it.
-#![allow(dead_code)] // each test binary uses a part
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
