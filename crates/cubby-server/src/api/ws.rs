@@ -10,7 +10,7 @@
 //! `{"type":"error","ref":N,"code":"…","message":"…"}`, `{"type":"key_packages_low",…}`,
 //! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,18 +103,15 @@ fn error_frame(reference: Option<u64>, error: &ApiError, text: String) -> Messag
     ))]
 pub async fn connect(State(state): State<AppState>, Device(device): Device, upgrade: WebSocketUpgrade) -> Response {
     let limit = state.config.max_body_bytes;
+    // Only what the connection uses is moved into its task, which lives as long as it does.
+    let delivery = state.delivery.clone();
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         // A small read buffer that grows for large frames: the default (128 KiB allocated
         // per connection) would cost a server holding tens of thousands of idle toys gigabytes.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let delivery = state.delivery.clone();
-            if let Err(error) = Connection::new(delivery, device).run(socket).await {
-                tracing::debug!(%error, "device connection ended");
-            }
-        })
+        .on_upgrade(move |socket| Connection::new(delivery, device).serve(socket))
 }
 
 struct Connection {
@@ -143,30 +140,46 @@ impl Connection {
         Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None }
     }
 
-    async fn run(mut self, mut socket: WebSocket) -> Result<(), axum::Error> {
+    /// The connection's task, which lives as long as the connection and holds its future:
+    /// with its 4 KiB read buffer, most of what an idle toy costs. It is an async block, not an async
+    /// fn, because an async fn keeps a second copy of its arguments (here the connection and
+    /// the socket, 744 bytes) for as long as it runs.
+    #[allow(clippy::manual_async_fn)] // deliberately not an async fn: see above
+    fn serve(mut self, mut socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            if let Err(error) = self.run(&mut socket).await {
+                tracing::debug!(%error, "device connection ended");
+            }
+        }
+    }
+
+    /// A future is as large as its largest await, and this one waits mostly in the
+    /// `select!`: the work it does now and then (reading the queue, a frame, a poll) is
+    /// boxed, so that it takes memory only while it runs.
+    async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let mut subscription = self.delivery.hub().subscribe(self.device.id);
         let mut sending: Option<SendPipeline> = None;
 
         if self.device.wipe_requested_at.is_some() {
-            socket.send(frame(&ToDevice::Wipe)).await?;
+            Box::pin(socket.send(frame(&ToDevice::Wipe))).await?;
         }
-        self.report_key_packages(&mut socket).await?;
-        self.schedule = self.delivery.schedule_of(&self.device).await;
+        Box::pin(self.report_key_packages(socket)).await?;
+        self.schedule = Box::pin(self.delivery.schedule_of(&self.device)).await;
         let mut poll = tokio::time::interval(POLL_EVERY);
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
-                self.push_queue(&mut socket).await?;
+                Box::pin(self.push_queue(socket)).await?;
             }
             let release = release_in(self.held_until, now_millis());
             tokio::select! {
                 incoming = socket.recv() => {
                     let Some(incoming) = incoming else { return Ok(()) };
                     match incoming? {
-                        Message::Text(text) => self.on_frame(&mut socket, text.as_str(), &mut sending).await?,
+                        Message::Text(text) => Box::pin(self.on_frame(socket, text.as_str(), &mut sending)).await?,
                         Message::Binary(_) => {
                             let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
-                            socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
+                            Box::pin(socket.send(error_frame(None, &error, "frames are JSON text".to_owned()))).await?;
                         }
                         Message::Close(_) => return Ok(()),
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -175,31 +188,29 @@ impl Connection {
                 changed = subscription.signals.changed() => {
                     let revoked = changed.is_err() || *subscription.signals.borrow_and_update() == Signal::Revoked;
                     if revoked {
-                        return close_revoked(socket).await;
+                        return Box::pin(close_revoked(socket)).await;
                     }
                     self.look_again = true;
-                    self.report_key_packages(&mut socket).await?;
+                    Box::pin(self.report_key_packages(socket)).await?;
                 }
                 delivered = subscription.mailbox.take() => {
                     // Pushes were dropped for want of room: they are in the queue.
                     if delivered.overflowed {
                         self.fall_behind();
                     }
-                    for pushed in &delivered.pushes {
-                        self.on_pushed(&mut socket, pushed).await?;
-                    }
+                    Box::pin(self.on_delivered(socket, &delivered.pushes)).await?;
                 }
-                Some(reply) = next_answer(&mut sending) => socket.send(reply).await?,
+                Some(reply) = next_answer(&mut sending) => Box::pin(socket.send(reply)).await?,
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {
                     self.cursor = 0;
                     self.look_again = true;
                 }
                 _ = poll.tick() => {
-                    if !self.still_active().await {
-                        return close_revoked(socket).await;
+                    if !Box::pin(self.still_active()).await {
+                        return Box::pin(close_revoked(socket)).await;
                     }
-                    self.schedule = self.delivery.schedule_of(&self.device).await;
+                    self.schedule = Box::pin(self.delivery.schedule_of(&self.device)).await;
                     // On PostgreSQL ids are not committed in id order across nodes: a
                     // message can become visible below the cursor. Rescan now and then.
                     self.cursor = 0;
@@ -233,6 +244,14 @@ impl Connection {
                 let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                 socket.send(error_frame(None, &code, format!("not a frame this server understands: {error}"))).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// What the writer handed over since the last take, in id order.
+    async fn on_delivered(&mut self, socket: &mut WebSocket, pushes: &VecDeque<Arc<Pushed>>) -> Result<(), axum::Error> {
+        for pushed in pushes {
+            self.on_pushed(socket, pushed).await?;
         }
         Ok(())
     }
@@ -344,7 +363,7 @@ fn message_text(message: &QueuedMessage) -> Utf8Bytes {
     serde_json::to_string(&frame).unwrap_or_default().into()
 }
 
-async fn close_revoked(mut socket: WebSocket) -> Result<(), axum::Error> {
+async fn close_revoked(socket: &mut WebSocket) -> Result<(), axum::Error> {
     socket
         .send(Message::Close(Some(CloseFrame { code: CLOSE_REVOKED, reason: "this device was revoked".into() })))
         .await
