@@ -6,6 +6,8 @@
 //! library as sqlx (one libsqlite3-sys), same database file, same settings.
 //! PostgreSQL's side is [`super::batch_postgres`].
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -75,11 +77,10 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
             "INSERT INTO messages (group_id, sender_device, kind, payload, urgent, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        // Only to live devices: one gone or revoked meanwhile gets nothing.
         let mut queue = tx.prepare_cached(
-            "INSERT INTO deliveries (device_id, message_id) SELECT id, ?2 FROM devices WHERE id = ?1 AND revoked_at IS NULL \
-             ON CONFLICT (device_id, message_id) DO NOTHING",
+            "INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2) ON CONFLICT (device_id, message_id) DO NOTHING",
         )?;
+        let mut recipients = LiveDevices::new(&tx)?;
         let mut known_groups: Vec<&[u8]> = Vec::new();
         'appends: for append in batch {
             // A group deleted since its sender looked it up refuses that append alone,
@@ -114,7 +115,9 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
                 ])?;
                 let before = queued.len();
                 for device in &message.recipients {
-                    if queue.execute(params![device.to_string(), id])? > 0 {
+                    // Only to live devices: one gone or revoked meanwhile gets nothing.
+                    let Some(device_id) = recipients.live(*device)? else { continue };
+                    if queue.execute(params![device_id, id])? > 0 {
                         queued.push((*device, id));
                     }
                 }
@@ -148,6 +151,32 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
     }
     tx.commit()?;
     Ok(BatchWritten { appended, acknowledged, queued, batch: Vec::new() })
+}
+
+/// Which recipients are live (neither gone nor revoked), each looked up once per batch:
+/// the batch holds the write lock, so no revocation lands between two of its messages.
+struct LiveDevices<'tx> {
+    is_live: rusqlite::CachedStatement<'tx>,
+    /// Each device seen, with its id as stored if it is live.
+    seen: HashMap<DeviceId, Option<String>>,
+}
+
+impl<'tx> LiveDevices<'tx> {
+    fn new(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self { is_live: tx.prepare_cached("SELECT 1 FROM devices WHERE id = ?1 AND revoked_at IS NULL")?, seen: HashMap::new() })
+    }
+
+    fn live(&mut self, device: DeviceId) -> rusqlite::Result<Option<&str>> {
+        let id = match self.seen.entry(device) {
+            Entry::Occupied(seen) => seen.into_mut(),
+            Entry::Vacant(unseen) => {
+                let id = device.to_string();
+                let live = self.is_live.exists([&id])?;
+                unseen.insert(live.then_some(id))
+            }
+        };
+        Ok(id.as_deref())
+    }
 }
 
 /// Moves a group to its next epoch if it is still at the one the change was made for;
