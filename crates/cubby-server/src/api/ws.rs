@@ -10,7 +10,7 @@
 //! `{"type":"error","ref":N,"code":"…","message":"…"}`, `{"type":"key_packages_low",…}`,
 //! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,22 +154,22 @@ impl Connection {
     }
 
     /// A future is as large as its largest await, and this one waits mostly in the
-    /// `select!`: the work it does now and then (reading the queue, a frame, a poll) is
-    /// boxed, so that it takes memory only while it runs.
+    /// `select!` (768 bytes). Handling a frame would take 1,088, so it alone is boxed:
+    /// it takes that memory only while it runs.
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let mut subscription = self.delivery.hub().subscribe(self.device.id);
         let mut sending: Option<SendPipeline> = None;
 
         if self.device.wipe_requested_at.is_some() {
-            Box::pin(socket.send(frame(&ToDevice::Wipe))).await?;
+            socket.send(frame(&ToDevice::Wipe)).await?;
         }
-        Box::pin(self.report_key_packages(socket)).await?;
-        self.schedule = Box::pin(self.delivery.schedule_of(&self.device)).await;
+        self.report_key_packages(socket).await?;
+        self.schedule = self.delivery.schedule_of(&self.device).await;
         let mut poll = tokio::time::interval(POLL_EVERY);
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
-                Box::pin(self.push_queue(socket)).await?;
+                self.push_queue(socket).await?;
             }
             let release = release_in(self.held_until, now_millis());
             tokio::select! {
@@ -179,7 +179,7 @@ impl Connection {
                         Message::Text(text) => Box::pin(self.on_frame(socket, text.as_str(), &mut sending)).await?,
                         Message::Binary(_) => {
                             let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
-                            Box::pin(socket.send(error_frame(None, &error, "frames are JSON text".to_owned()))).await?;
+                            socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
                         }
                         Message::Close(_) => return Ok(()),
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -188,29 +188,31 @@ impl Connection {
                 changed = subscription.signals.changed() => {
                     let revoked = changed.is_err() || *subscription.signals.borrow_and_update() == Signal::Revoked;
                     if revoked {
-                        return Box::pin(close_revoked(socket)).await;
+                        return close_revoked(socket).await;
                     }
                     self.look_again = true;
-                    Box::pin(self.report_key_packages(socket)).await?;
+                    self.report_key_packages(socket).await?;
                 }
                 delivered = subscription.mailbox.take() => {
                     // Pushes were dropped for want of room: they are in the queue.
                     if delivered.overflowed {
                         self.fall_behind();
                     }
-                    Box::pin(self.on_delivered(socket, &delivered.pushes)).await?;
+                    for pushed in &delivered.pushes {
+                        self.on_pushed(socket, pushed).await?;
+                    }
                 }
-                Some(reply) = next_answer(&mut sending) => Box::pin(socket.send(reply)).await?,
+                Some(reply) = next_answer(&mut sending) => socket.send(reply).await?,
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {
                     self.cursor = 0;
                     self.look_again = true;
                 }
                 _ = poll.tick() => {
-                    if !Box::pin(self.still_active()).await {
-                        return Box::pin(close_revoked(socket)).await;
+                    if !self.still_active().await {
+                        return close_revoked(socket).await;
                     }
-                    self.schedule = Box::pin(self.delivery.schedule_of(&self.device)).await;
+                    self.schedule = self.delivery.schedule_of(&self.device).await;
                     // On PostgreSQL ids are not committed in id order across nodes: a
                     // message can become visible below the cursor. Rescan now and then.
                     self.cursor = 0;
@@ -244,14 +246,6 @@ impl Connection {
                 let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                 socket.send(error_frame(None, &code, format!("not a frame this server understands: {error}"))).await?;
             }
-        }
-        Ok(())
-    }
-
-    /// What the writer handed over since the last take, in id order.
-    async fn on_delivered(&mut self, socket: &mut WebSocket, pushes: &VecDeque<Arc<Pushed>>) -> Result<(), axum::Error> {
-        for pushed in pushes {
-            self.on_pushed(socket, pushed).await?;
         }
         Ok(())
     }
