@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
 
 use crate::{ServerConfig, tls};
 
@@ -36,9 +37,14 @@ pub async fn serve(
         }
     });
 
+    // Without TCP_NODELAY a small frame written while the previous one is unacknowledged
+    // waits for the peer's delayed ACK, up to 40 ms: the tail of a toy's message latency.
     let result = match tls {
-        None => axum_server::bind(config.listen).handle(handle).serve(app).await,
-        Some(tls) => axum_server::bind_rustls(config.listen, tls).handle(handle).serve(app).await,
+        None => axum_server::bind(config.listen).acceptor(NoDelayAcceptor).handle(handle).serve(app).await,
+        Some(tls) => {
+            let server = axum_server::bind_rustls(config.listen, tls).map(|tls| tls.acceptor(NoDelayAcceptor));
+            server.handle(handle).serve(app).await
+        }
     };
     result.map_err(|e| format!("cannot serve on {}: {e}", config.listen))
 }

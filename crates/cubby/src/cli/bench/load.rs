@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::report::{Latency, RunFigures};
 
@@ -100,6 +100,31 @@ pub trait Publisher: Send + 'static {
     fn publish(&mut self, seq: u64) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Tells each paced stream when its next message is due, from a thread of its own: one
+/// receiver of due times per stream, each closed when the time is up.
+///
+/// Tokio's timers have millisecond granularity: a stream sleeping until its next message
+/// woke up to a millisecond late, and that lateness, the harness's own, was counted as the
+/// server's latency. A thread's sleep is accurate to tens of microseconds. The streams take
+/// turns (which spreads their messages evenly), so the thread wakes once per message.
+fn pace(streams: usize, rate: f64, start: Instant, stop_at: Instant) -> Vec<mpsc::UnboundedReceiver<Instant>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..streams).map(|_| mpsc::unbounded_channel()).unzip();
+    let step = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    std::thread::spawn(move || {
+        let mut due = start;
+        for stream in (0..senders.len()).cycle() {
+            if due >= stop_at {
+                return;
+            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            // A stream whose task has ended (its connection failed) is skipped.
+            let _ = senders[stream].send(due);
+            due += step;
+        }
+    });
+    receivers
+}
+
 /// How hard to push.
 #[derive(Clone, Copy, Debug)]
 pub struct Load {
@@ -120,30 +145,30 @@ pub async fn drive<P: Publisher>(streams: Vec<(P, Arc<Probe>)>, load: Load) -> a
     let start = Instant::now();
     let measure_from = start + load.warmup;
     let stop_at = measure_from + load.duration;
-    let per_stream_interval = load.offered_rate.map(|rate| Duration::from_secs_f64(streams.len() as f64 / rate.max(1e-3)));
-    let count = streams.len().max(1) as u32;
+    let count = streams.len().max(1);
+    let ticks: Vec<Option<_>> = match load.offered_rate {
+        Some(rate) => pace(count, rate, start, stop_at).into_iter().map(Some).collect(),
+        None => (0..count).map(|_| None).collect(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, (mut publisher, probe)) in streams.into_iter().enumerate() {
+    for ((mut publisher, probe), mut ticks) in streams.into_iter().zip(ticks) {
         tasks.spawn(async move {
-            // Paced streams start spread over one interval, not all at once.
-            let mut next_due = start + per_stream_interval.map_or(Duration::ZERO, |i| i * index as u32 / count);
             loop {
-                if per_stream_interval.is_some() {
-                    tokio::time::sleep_until(next_due.into()).await;
-                } else {
-                    next_due = Instant::now();
-                }
-                if next_due >= stop_at {
-                    return Ok::<_, anyhow::Error>(());
-                }
+                // Paced, a message is due when its tick says (however long the window then
+                // holds it back); saturating, as soon as the window lets it go.
+                let due = match &mut ticks {
+                    Some(ticks) => match ticks.recv().await {
+                        Some(due) => Some(due),
+                        None => return Ok::<_, anyhow::Error>(()),
+                    },
+                    None if Instant::now() >= stop_at => return Ok(()),
+                    None => None,
+                };
                 let permit = tokio::time::timeout_at(stop_at.into(), probe.window.acquire()).await;
                 let Ok(Ok(permit)) = permit else { return Ok(()) };
                 permit.forget();
-                let seq = probe.record_due(if per_stream_interval.is_some() { next_due } else { Instant::now() });
+                let seq = probe.record_due(due.unwrap_or_else(Instant::now));
                 publisher.publish(seq).await?;
-                if let Some(interval) = per_stream_interval {
-                    next_due += interval;
-                }
             }
         });
     }
