@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::messaging::{SendMessage, outgoing};
-use crate::delivery::hub::{Pushed, Signal};
+use crate::delivery::hub::Pushed;
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
 use crate::delivery::{Delivery, IN_FLIGHT, TOP_UP_BELOW};
@@ -161,7 +161,7 @@ impl Connection {
     /// `select!` (768 bytes). Handling a frame would take 1,088, so it alone is boxed:
     /// it takes that memory only while it runs.
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        let mut subscription = self.delivery.hub().subscribe(self.device.id);
+        let subscription = self.delivery.hub().subscribe(self.device.id);
         let mut sending: Option<SendPipeline> = None;
 
         if self.device.wipe_requested_at.is_some() {
@@ -189,21 +189,20 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
-                changed = subscription.signals.changed() => {
-                    let revoked = changed.is_err() || *subscription.signals.borrow_and_update() == Signal::Revoked;
-                    if revoked {
+                delivered = subscription.mailbox.take() => {
+                    if delivered.revoked {
                         return close_revoked(socket).await;
                     }
-                    self.look_again = true;
-                    self.report_key_packages(socket).await?;
-                }
-                delivered = subscription.mailbox.take() => {
                     // Pushes were dropped for want of room: they are in the queue.
                     if delivered.overflowed {
                         self.fall_behind();
                     }
                     for pushed in &delivered.pushes {
                         self.on_pushed(socket, pushed).await?;
+                    }
+                    if delivered.woken {
+                        self.look_again = true;
+                        self.report_key_packages(socket).await?;
                     }
                 }
                 Some(reply) = next_answer(&mut sending) => socket.send(reply).await?,

@@ -1,8 +1,9 @@
 //! The live side of delivery: which devices hold an open WebSocket on this node, and how
 //! to reach them: the messages this node has just stored for them, a wake-up (look at the
-//! queue again) or a close (revocation). The queue itself is in the store; what a
-//! connection cannot take live (it is behind, or its mailbox overflowed) it reads from the
-//! queue, so a lost push or wake-up costs a read or a poll interval, never a message.
+//! queue and the KeyPackages again) or a close (revocation), all through one mailbox per
+//! connection. The queue itself is in the store; what a connection cannot take live (it is
+//! behind, or its mailbox overflowed) it reads from the queue, so a lost push or wake-up
+//! costs a read or a poll interval, never a message.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -10,22 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use axum::extract::ws::Utf8Bytes;
 use cubby_core::DeviceId;
 use cubby_store::QueuedMessage;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 /// Pushes a connection's mailbox holds before it overflows (and the connection reads its
 /// queue instead): as many as the connection may have in flight. The writer hands over a
 /// whole batch at once, so a busy pair's burst is this large; an idle mailbox holds no
 /// buffer at all.
 const PUSHES_HELD: usize = super::IN_FLIGHT;
-
-/// What a connection is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    /// Look at the queue again.
-    Wake(u64),
-    /// The device was revoked: close the connection now.
-    Revoked,
-}
 
 /// A message just stored, as its recipients' connections send it: one copy, and one
 /// encoded frame, for all of them.
@@ -45,8 +37,10 @@ impl Pushed {
     }
 }
 
-/// One connection's pushes not yet taken: the writer puts them in without waiting, the
-/// connection takes them all at once.
+/// What one connection has been handed and not yet taken: the writer and the other
+/// requests put things in without waiting, the connection takes them all at once. One
+/// mutex and one `Notify` per idle toy (a watch channel for the signals as well cost
+/// 360 bytes more each).
 #[derive(Default)]
 pub struct Mailbox {
     held: Mutex<Held>,
@@ -57,6 +51,8 @@ pub struct Mailbox {
 struct Held {
     pushes: VecDeque<Arc<Pushed>>,
     overflowed: bool,
+    woken: bool,
+    revoked: bool,
 }
 
 /// What a connection found in its mailbox.
@@ -64,45 +60,53 @@ pub struct Delivered {
     pub pushes: VecDeque<Arc<Pushed>>,
     /// Pushes were dropped for want of room: they are in the queue.
     pub overflowed: bool,
+    /// Look at the queue and the KeyPackages again.
+    pub woken: bool,
+    /// The device was revoked: close the connection now.
+    pub revoked: bool,
 }
 
 impl Mailbox {
     fn put(&self, pushed: &Arc<Pushed>) {
-        {
-            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        self.change(|held| {
             if held.pushes.len() >= PUSHES_HELD {
                 held.pushes.clear();
                 held.overflowed = true;
             } else if !held.overflowed {
                 held.pushes.push_back(pushed.clone());
             }
-        }
+        });
+    }
+
+    fn change(&self, change: impl FnOnce(&mut Held)) {
+        change(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner));
         // A permit is kept if the connection is not waiting: nothing put is overlooked.
         self.arrived.notify_one();
     }
 
-    /// Waits for pushes, then takes all there are.
+    /// Waits for something to be put in, then takes all there is.
     pub async fn take(&self) -> Delivered {
         self.arrived.notified().await;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        Delivered { pushes: std::mem::take(&mut held.pushes), overflowed: std::mem::take(&mut held.overflowed) }
+        Delivered {
+            pushes: std::mem::take(&mut held.pushes),
+            overflowed: std::mem::take(&mut held.overflowed),
+            woken: std::mem::take(&mut held.woken),
+            // Stays set: a revoked device's connection is told so at every take.
+            revoked: held.revoked,
+        }
     }
-}
-
-struct Listeners {
-    signals: watch::Sender<Signal>,
-    mailboxes: Vec<Arc<Mailbox>>,
 }
 
 #[derive(Default)]
 pub struct Hub {
-    devices: Mutex<HashMap<DeviceId, Listeners>>,
+    /// The mailboxes of each device's connections on this node.
+    devices: Mutex<HashMap<DeviceId, Vec<Arc<Mailbox>>>>,
 }
 
 /// A connection's subscription; dropping the last one forgets the device.
 pub struct Subscription {
     pub device: DeviceId,
-    pub signals: watch::Receiver<Signal>,
     pub mailbox: Arc<Mailbox>,
     hub: Arc<Hub>,
 }
@@ -110,10 +114,10 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Ok(mut devices) = self.hub.devices.lock()
-            && let Some(listeners) = devices.get_mut(&self.device)
+            && let Some(mailboxes) = devices.get_mut(&self.device)
         {
-            listeners.mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
-            if listeners.mailboxes.is_empty() {
+            mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
+            if mailboxes.is_empty() {
                 devices.remove(&self.device);
             }
         }
@@ -123,31 +127,25 @@ impl Drop for Subscription {
 impl Hub {
     pub fn subscribe(self: &Arc<Self>, device: DeviceId) -> Subscription {
         let mailbox = Arc::new(Mailbox::default());
-        let signals = match self.devices.lock() {
-            Ok(mut devices) => {
-                let listeners = devices
-                    .entry(device)
-                    .or_insert_with(|| Listeners { signals: watch::channel(Signal::Wake(0)).0, mailboxes: Vec::new() });
-                listeners.mailboxes.push(mailbox.clone());
-                listeners.signals.subscribe()
-            }
-            // A poisoned map only loses live wake-ups and pushes; the connection still polls.
-            Err(_) => watch::channel(Signal::Wake(0)).1,
-        };
-        Subscription { device, signals, mailbox, hub: self.clone() }
+        // A poisoned map only loses live wake-ups and pushes; the connection still polls.
+        if let Ok(mut devices) = self.devices.lock() {
+            devices.entry(device).or_default().push(mailbox.clone());
+        }
+        Subscription { device, mailbox, hub: self.clone() }
+    }
+
+    /// Calls `change` on the mailbox of every connection of `device` on this node.
+    fn tell(&self, device: &DeviceId, change: impl Fn(&mut Held)) {
+        let Ok(map) = self.devices.lock() else { return };
+        for mailbox in map.get(device).into_iter().flatten() {
+            mailbox.change(&change);
+        }
     }
 
     /// Wakes every connection of these devices on this node.
     pub fn wake(&self, devices: impl IntoIterator<Item = DeviceId>) {
-        let Ok(map) = self.devices.lock() else { return };
         for device in devices {
-            if let Some(listeners) = map.get(&device) {
-                listeners.signals.send_modify(|signal| {
-                    if let Signal::Wake(n) = signal {
-                        *n = n.wrapping_add(1);
-                    }
-                });
-            }
+            self.tell(&device, |held| held.woken = true);
         }
     }
 
@@ -156,21 +154,15 @@ impl Hub {
     pub fn push(&self, message: &Arc<Pushed>, devices: &[DeviceId]) {
         let Ok(map) = self.devices.lock() else { return };
         for device in devices {
-            if let Some(listeners) = map.get(device) {
-                for mailbox in &listeners.mailboxes {
-                    mailbox.put(message);
-                }
+            for mailbox in map.get(device).into_iter().flatten() {
+                mailbox.put(message);
             }
         }
     }
 
     /// Closes every connection of a revoked device on this node.
     pub fn revoke(&self, device: DeviceId) {
-        if let Ok(map) = self.devices.lock()
-            && let Some(listeners) = map.get(&device)
-        {
-            listeners.signals.send_replace(Signal::Revoked);
-        }
+        self.tell(&device, |held| held.revoked = true);
     }
 }
 
@@ -231,6 +223,30 @@ mod tests {
         hub.push(&pushed(99), &[other]);
         assert!(hub.devices.lock().is_ok_and(|d| !d.contains_key(&other)));
         drop(recipient);
-        assert!(hub.devices.lock().is_ok_and(|d| d.get(&to).is_some_and(|l| l.mailboxes.len() == 1)));
+        assert!(hub.devices.lock().is_ok_and(|d| d.get(&to).is_some_and(|mailboxes| mailboxes.len() == 1)));
+    }
+
+    #[tokio::test]
+    async fn wake_ups_and_revocations_reach_every_connection_of_their_device_only() {
+        let hub = Arc::new(Hub::default());
+        let (device, other) = (DeviceId::random(), DeviceId::random());
+        let (first, second, bystander) = (hub.subscribe(device), hub.subscribe(device), hub.subscribe(other));
+        hub.wake([device]);
+        hub.push(&pushed(7), &[device]);
+        for connection in [&first, &second] {
+            let delivered = connection.mailbox.take().await;
+            assert!(delivered.woken && !delivered.revoked);
+            assert_eq!(ids(&delivered), vec![7], "a wake-up and a push are taken together");
+        }
+        hub.push(&pushed(8), &[device]);
+        let delivered = first.mailbox.take().await;
+        assert!(!delivered.woken, "a wake-up is taken once");
+        hub.revoke(device);
+        let delivered = first.mailbox.take().await;
+        assert!(delivered.revoked);
+        let delivered = second.mailbox.take().await;
+        assert!(delivered.revoked && delivered.pushes.len() == 1, "the second connection is told too");
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(20), bystander.mailbox.take()).await;
+        assert!(nothing.is_err(), "another device hears nothing");
     }
 }
