@@ -11,6 +11,7 @@
 //! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
 
 use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,7 +170,10 @@ impl Connection {
         }
         self.report_key_packages(socket).await?;
         self.schedule = self.delivery.schedule_of(&self.device).await;
-        let mut poll = tokio::time::interval(POLL_EVERY);
+        // At a random phase: toys that connect together (all of them, after a restart)
+        // would otherwise poll the database together, every interval, for good.
+        let phase = POLL_EVERY.mul_f64(RandomState::new().hash_one(self.device.id) as f64 / u64::MAX as f64);
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + phase, POLL_EVERY);
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
