@@ -38,7 +38,7 @@ pub async fn serve(
     });
 
     // Without TCP_NODELAY a small frame written while the previous one is unacknowledged
-    // waits for the peer's delayed ACK, up to 40 ms: the tail of a toy's message latency.
+    // waits for the peer's delayed ACK (up to 40 ms), and a toy's messages are small frames.
     let result = match tls {
         None => axum_server::bind(config.listen).acceptor(NoDelayAcceptor).handle(handle).serve(app).await,
         Some(tls) => {

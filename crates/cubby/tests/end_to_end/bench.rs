@@ -50,6 +50,9 @@ async fn every_scenario_measures_on_cubby_and_mosquitto() -> TestResult {
             assert!(metric(relay, "p50")? > 0.0 && metric(relay, "p99")? >= metric(relay, "p50")?, "{relay}");
             assert!(metric(relay, "harness CPU")? > 0.0 && metric(relay, "server CPU")? >= 0.0, "{relay}");
         }
+        // The paced run sends at the rate offered: its pacer neither starves nor floods.
+        let paced = metric(row(&report, "relay", system, "300/s offered")?, "acknowledged")?;
+        assert!((240.0..=360.0).contains(&paced), "{system} acknowledged {paced}/s of 300/s offered");
         let fanout = row(&report, "fanout", system, "1 → 6")?;
         assert!(metric(fanout, "acknowledged")? > 0.0, "{fanout}");
         // Six receivers: about six deliveries per acknowledged message over the same interval.
