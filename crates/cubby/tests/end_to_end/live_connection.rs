@@ -1,6 +1,7 @@
 //! A device's live connection (`/api/v1/ws`) and what guardians do to devices: a revoked
-//! toy's open connection is closed within a second and it cannot connect again; a toy
-//! flagged as lost is told to wipe itself when it connects.
+//! toy's open connection is closed within a second (within a poll interval when it is
+//! connected to another node) and it cannot connect again; a toy flagged as lost is told
+//! to wipe itself when it connects.
 
 use std::time::{Duration, Instant};
 
@@ -67,17 +68,7 @@ async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -
     let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
     let response = client()?.delete(server.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
     assert_eq!(response.status().as_u16(), 204);
-    let revoked_at = Instant::now();
-    let close = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(frame) = socket.next().await {
-            if let Message::Close(frame) = frame? {
-                return Ok::<_, tokio_tungstenite::tungstenite::Error>(frame.map(|f| u16::from(f.code)));
-            }
-        }
-        Ok(None)
-    })
-    .await??;
-    assert_eq!(close, Some(4001), "closed as revoked, {:?} after the revocation", revoked_at.elapsed());
+    closed_as_revoked(&mut socket, Duration::from_secs(1)).await?;
 
     // It cannot come back: neither the live connection nor any request.
     match connect(&server, &toy.token).await {
@@ -85,6 +76,53 @@ async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -
         other => return Err(format!("a revoked device connected again: {:?}", other.map(|_| ())).into()),
     }
     server.stop()?;
+    Ok(())
+}
+
+/// Closes as revoked (4001) within `within`, or fails.
+async fn closed_as_revoked(socket: &mut Socket, within: Duration) -> TestResult {
+    let started = Instant::now();
+    let close = tokio::time::timeout(within, async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Close(frame) = frame? {
+                return Ok::<_, tokio_tungstenite::tungstenite::Error>(frame.map(|f| u16::from(f.code)));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|_| format!("still open {within:?} after the revocation"))??;
+    assert_eq!(close, Some(4001), "closed as revoked, {:?} after the revocation", started.elapsed());
+    Ok(())
+}
+
+/// Two nodes on one PostgreSQL database: the toy is connected to one, its guardian revokes
+/// it through the other. The news reaches the first node through the database, within
+/// its poll interval (5 s).
+#[tokio::test]
+async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestResult {
+    let dirs = Dirs::new()?;
+    let database = cubby_store::testing::fresh_postgres_database().await?;
+    let first = Server::start(&dirs.args(Some(&database)))?;
+    // A data directory of its own (one process per directory), the same keys and database.
+    let elsewhere = Dirs::new()?;
+    let second = Server::start(&[
+        "--data-dir".to_owned(),
+        elsewhere.data().display().to_string(),
+        "--key-dir".to_owned(),
+        dirs.keys().display().to_string(),
+        "--database-url".to_owned(),
+        database.clone(),
+    ])?;
+    let toy = paired_toy(&first, &dirs).await?;
+    let mut socket = connect(&first, &toy.token).await?;
+
+    let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
+    let response = client()?.delete(second.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
+    assert_eq!(response.status().as_u16(), 204);
+    closed_as_revoked(&mut socket, Duration::from_secs(8)).await?;
+    first.stop()?;
+    second.stop()?;
     Ok(())
 }
 
