@@ -59,6 +59,8 @@ pub trait DeviceStore {
     async fn complete_pairing(&self, device_code_hash: &[u8], device: &DeviceRow) -> Result<bool, StoreError>;
 
     async fn device(&self, id: DeviceId) -> Result<Option<DeviceRow>, StoreError>;
+    /// Those of `ids` that are paired and not revoked (any number of ids, in any order).
+    async fn active_devices_among(&self, ids: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError>;
     async fn family_devices(&self, family: FamilyId) -> Result<Vec<DeviceRow>, StoreError>;
     async fn rename_device(&self, family: FamilyId, id: DeviceId, name_sealed: &[u8]) -> Result<bool, StoreError>;
     /// Revokes at once: the device's tokens and challenges go with it.

@@ -287,6 +287,24 @@ async fn a_pairing_completes_once_and_revocation_kills_tokens(h: Harness) -> Tes
     Ok(())
 }
 
+async fn only_paired_unrevoked_devices_are_active(h: Harness) -> TestResult {
+    use cubby_store::DeviceStore;
+    let (f, devices) = family_with_devices(&h, 1, 3).await?;
+    let (a, revoked, c) = (devices[0], devices[1], devices[2]);
+    assert!(h.store.revoke_device(f.id, revoked, 50).await?);
+    // Over one statement's worth of ids, most of them unknown.
+    let mut asked: Vec<DeviceId> = (0..600).map(|_| DeviceId::random()).collect();
+    asked.splice(250..250, [a, revoked]);
+    asked.push(c);
+    let mut active = h.store.active_devices_among(&asked).await?;
+    active.sort();
+    let mut expected = vec![a, c];
+    expected.sort();
+    assert_eq!(active, expected);
+    assert!(h.store.active_devices_among(&[]).await?.is_empty());
+    Ok(())
+}
+
 /// A family with `count` paired devices; `seed` keeps their codes and keys unique.
 async fn family_with_devices(
     h: &Harness,
@@ -690,6 +708,7 @@ store_suite!(
     hostile_text_is_stored_as_data_not_sql,
     two_guardians_leaving_at_once_never_orphan_a_family,
     a_pairing_completes_once_and_revocation_kills_tokens,
+    only_paired_unrevoked_devices_are_active,
     key_packages_are_claimed_once_and_the_last_resort_is_kept,
     a_commit_moves_its_group_on_once,
     queues_are_per_device_and_a_message_goes_when_all_acknowledged,

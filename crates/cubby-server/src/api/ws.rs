@@ -29,7 +29,7 @@ use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::Pushed;
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
-use crate::delivery::{Delivery, IN_FLIGHT, TOP_UP_BELOW};
+use crate::delivery::{Delivery, IN_FLIGHT, POLL_EVERY, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::vault::now_millis;
@@ -37,9 +37,6 @@ use crate::vault::now_millis;
 const READ_BATCH: i64 = 128;
 /// Sends accepted from one connection before the server stops reading its frames.
 const PENDING_SENDS: usize = 256;
-/// A wake-up lost (another node stored the message) costs at most this much latency,
-/// and a revocation made on another node takes at most this long to close the socket.
-const POLL_EVERY: Duration = Duration::from_secs(5);
 pub const CLOSE_REVOKED: u16 = 4001;
 /// The socket's read buffer, which an idle toy keeps (filled with zeros, so resident) for
 /// as long as it is connected: it grows to hold a larger frame. 4 KiB cost an idle toy
@@ -215,10 +212,8 @@ impl Connection {
                     self.cursor = 0;
                     self.look_again = true;
                 }
+                // Revocations made on another node come through the hub (delivery::revocations).
                 _ = poll.tick() => {
-                    if !self.still_active().await {
-                        return close_revoked(socket).await;
-                    }
                     self.schedule = self.delivery.schedule_of(&self.device).await;
                     // On PostgreSQL ids are not committed in id order across nodes: a
                     // message can become visible below the cursor. Rescan now and then.
@@ -335,15 +330,6 @@ impl Connection {
             socket.send(frame(&ToDevice::KeyPackagesLow { available, top_up_below: TOP_UP_BELOW })).await?;
         }
         Ok(())
-    }
-
-    /// A revocation made on another node reaches this one through the database.
-    async fn still_active(&self) -> bool {
-        match self.delivery.store().device(self.device.id).await {
-            Ok(device) => device.is_some_and(|d| d.revoked_at.is_none()),
-            // The database is briefly unreachable: keep the connection, check again later.
-            Err(_) => true,
-        }
     }
 }
 

@@ -134,6 +134,11 @@ impl Hub {
         Subscription { device, mailbox, hub: self.clone() }
     }
 
+    /// The devices with a connection on this node.
+    pub fn connected(&self) -> Vec<DeviceId> {
+        self.devices.lock().map(|devices| devices.keys().copied().collect()).unwrap_or_default()
+    }
+
     /// Calls `change` on the mailbox of every connection of `device` on this node.
     fn tell(&self, device: &DeviceId, change: impl Fn(&mut Held)) {
         let Ok(map) = self.devices.lock() else { return };
@@ -231,6 +236,11 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let (device, other) = (DeviceId::random(), DeviceId::random());
         let (first, second, bystander) = (hub.subscribe(device), hub.subscribe(device), hub.subscribe(other));
+        let mut connected = hub.connected();
+        connected.sort();
+        let mut expected = vec![device, other];
+        expected.sort();
+        assert_eq!(connected, expected, "each device once, however many connections it has");
         hub.wake([device]);
         hub.push(&pushed(7), &[device]);
         for connection in [&first, &second] {

@@ -9,6 +9,7 @@ pub mod hub;
 pub mod membership;
 pub mod mls_rules;
 pub mod quiet_hours;
+pub mod revocations;
 pub mod sender_facts;
 
 use std::collections::BTreeSet;
@@ -41,6 +42,9 @@ pub const IN_FLIGHT: usize = 512;
 /// Epochs an application message may lag behind its group (members that have not yet
 /// processed the latest commits); matches the SDK's `max_past_epochs`.
 pub const MAX_PAST_EPOCHS: u64 = 5;
+/// How often what another node changed is looked for: a device revoked there, a child's
+/// quiet hours, and (on PostgreSQL) messages stored there. A wake-up lost costs at most this.
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Delivery {
     store: Arc<dyn Store>,
@@ -95,6 +99,7 @@ impl Delivery {
         let store = vault.store().clone();
         let external_sender_seed = *vault.system_key().external_sender_seed();
         let hub = Arc::new(Hub::default());
+        revocations::watch(&hub, store.clone());
         Self {
             vault,
             writer: GroupCommit::start(store.clone(), hub.clone(), metrics),

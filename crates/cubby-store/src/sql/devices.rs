@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use cubby_core::{DeviceId, FamilyId};
 
+use super::messaging::IDS_PER_STATEMENT;
 use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
 use crate::{Approval, DeviceRow, DeviceStore, PairingRow, StoreError};
 
@@ -221,6 +222,25 @@ impl DeviceStore for SqlStore {
                 .await
         })?;
         row.map(device_from).transpose()
+    }
+
+    async fn active_devices_among(&self, ids: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
+        let mut active = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let found: Vec<String> = on_pool!(&self.db, |pool| {
+                let mut select = sqlx::QueryBuilder::new("SELECT id FROM devices WHERE revoked_at IS NULL AND id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.to_string());
+                }
+                select.push(")");
+                select.build_query_scalar().fetch_all(pool).await
+            })?;
+            for id in found {
+                active.push(parse_id(&id)?);
+            }
+        }
+        Ok(active)
     }
 
     async fn family_devices(&self, family: FamilyId) -> Result<Vec<DeviceRow>, StoreError> {
