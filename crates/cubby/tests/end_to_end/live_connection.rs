@@ -65,9 +65,7 @@ async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -
     let toy = paired_toy(&server, &dirs).await?;
     let mut socket = connect(&server, &toy.token).await?;
 
-    let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
-    let response = client()?.delete(server.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
-    assert_eq!(response.status().as_u16(), 204);
+    revoke(&server, &toy).await?;
     closed_as_revoked(&mut socket, Duration::from_secs(1)).await?;
 
     // It cannot come back: neither the live connection nor any request.
@@ -76,6 +74,14 @@ async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -
         other => return Err(format!("a revoked device connected again: {:?}", other.map(|_| ())).into()),
     }
     server.stop()?;
+    Ok(())
+}
+
+/// The toy's guardian revokes it through `server`'s API.
+async fn revoke(server: &Server, toy: &Toy) -> TestResult {
+    let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
+    let response = client()?.delete(server.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
+    assert_eq!(response.status().as_u16(), 204);
     Ok(())
 }
 
@@ -117,9 +123,7 @@ async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestRes
     let toy = paired_toy(&first, &dirs).await?;
     let mut socket = connect(&first, &toy.token).await?;
 
-    let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
-    let response = client()?.delete(second.url(&path)).bearer_auth(&toy.guardian.token).send().await?;
-    assert_eq!(response.status().as_u16(), 204);
+    revoke(&second, &toy).await?;
     closed_as_revoked(&mut socket, Duration::from_secs(8)).await?;
     first.stop()?;
     second.stop()?;

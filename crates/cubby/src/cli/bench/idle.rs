@@ -13,11 +13,11 @@ use super::target::Target;
 
 /// Connections opened at once.
 const CONNECTING_AT_ONCE: usize = 64;
-/// Let the server's allocator and tasks settle before reading its memory: before the
-/// connections, briefly; after them, longer than the server's poll interval (5 s), so that
-/// what the server keeps after the connections' first polls is counted too (at 5,000 toys,
-/// 1.3 KB more each than 2 s after connecting).
+/// Let the server's allocator and tasks settle before reading its memory.
 const SETTLE: Duration = Duration::from_secs(2);
+/// After connecting, longer than the server's poll interval (5 s), so that what the server
+/// keeps after the connections' first polls is counted too (at 5,000 toys, 1.3 KB more
+/// each than 2 s after connecting).
 const SETTLE_CONNECTED: Duration = Duration::from_secs(8);
 
 pub async fn measure(target: &Target, toys: &[Toy], progress: &indicatif::ProgressBar) -> anyhow::Result<Vec<Metric>> {
