@@ -20,6 +20,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::SinkExt as _;
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
 use serde::{Deserialize, Serialize};
@@ -135,11 +136,13 @@ struct Connection {
     /// hands over live with a higher id can go straight out. Otherwise it is read.
     caught_up: bool,
     key_packages_checked: Option<tokio::time::Instant>,
+    /// Frames written to the socket's buffer but not yet to the network: see [`Self::emit`].
+    unflushed: bool,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false }
     }
 
     /// The connection's task, which lives as long as the connection and holds its future:
@@ -176,6 +179,9 @@ impl Connection {
             if std::mem::take(&mut self.look_again) {
                 self.push_queue(socket).await?;
             }
+            if std::mem::take(&mut self.unflushed) {
+                socket.flush().await?;
+            }
             let release = release_in(self.held_until, now_millis());
             tokio::select! {
                 incoming = socket.recv() => {
@@ -206,7 +212,13 @@ impl Connection {
                         self.report_key_packages(socket).await?;
                     }
                 }
-                Some(reply) = next_answer(&mut sending) => socket.send(reply).await?,
+                Some(reply) = next_answer(&mut sending) => {
+                    self.emit(socket, reply).await?;
+                    // Answers that are ready too go out in the same write.
+                    while let Some(reply) = sending.as_mut().and_then(|pipeline| pipeline.answered.try_recv().ok()) {
+                        self.emit(socket, reply).await?;
+                    }
+                }
                 // The quiet window ended: what it held goes out now.
                 _ = tokio::time::sleep(release) => {
                     self.cursor = 0;
@@ -269,9 +281,17 @@ impl Connection {
             return Ok(());
         }
         if self.in_flight.insert(message.id) {
-            socket.send(Message::Text(pushed.frame(message_text))).await?;
+            self.emit(socket, Message::Text(pushed.frame(message_text))).await?;
         }
         Ok(())
+    }
+
+    /// Writes a frame to the socket's buffer; the loop sends what was buffered before it
+    /// waits again. A burst of pushes or answers then costs one system call and a few TCP
+    /// segments instead of one of each per frame, for the server and for the toy.
+    async fn emit(&mut self, socket: &mut WebSocket, frame: Message) -> Result<(), axum::Error> {
+        self.unflushed = true;
+        socket.feed(frame).await
     }
 
     fn fall_behind(&mut self) {
@@ -308,7 +328,7 @@ impl Connection {
                     continue;
                 }
                 if self.in_flight.insert(message.id) {
-                    socket.send(message_frame(&message)).await?;
+                    self.emit(socket, message_frame(&message)).await?;
                 }
             }
             if !full {
