@@ -10,7 +10,7 @@
 //! `{"type":"error","ref":N,"code":"…","message":"…"}`, `{"type":"key_packages_low",…}`,
 //! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,23 +20,22 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::SinkExt as _;
+use futures_util::{FutureExt as _, SinkExt as _};
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::Pushed;
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
-use crate::delivery::{Delivery, IN_FLIGHT, POLL_EVERY, TOP_UP_BELOW};
+use crate::delivery::{Delivery, IN_FLIGHT, POLL_EVERY, Submitted, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::vault::now_millis;
 
 const READ_BATCH: i64 = 128;
-/// Sends accepted from one connection before the server stops reading its frames.
+/// Sends of one connection awaiting their answer before the server stops reading its frames.
 const PENDING_SENDS: usize = 256;
 pub const CLOSE_REVOKED: u16 = 4001;
 /// The socket's read buffer, which an idle toy keeps (filled with zeros, so resident) for
@@ -138,11 +137,22 @@ struct Connection {
     key_packages_checked: Option<tokio::time::Instant>,
     /// Frames written to the socket's buffer but not yet to the network: see [`Self::emit`].
     unflushed: bool,
+    /// Boxed, and made at the first send: most toys mostly listen.
+    sending: Option<Box<Sending>>,
+}
+
+/// A connection's sends: what a send needs to know besides the message (kept for a while),
+/// and the sends checked and queued for storage, oldest first, each answered once stored.
+/// The writer answers this connection's task directly: no task or channel in between.
+struct Sending {
+    facts: SenderFacts,
+    /// Answered in the order sent; a send refused by the checks waits its turn too.
+    awaiting: VecDeque<(u64, Result<Submitted, Message>)>,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false }
+        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, sending: None }
     }
 
     /// The connection's task, which lives as long as the connection and holds its future:
@@ -163,7 +173,6 @@ impl Connection {
     /// it takes that memory only while it runs.
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let subscription = self.delivery.hub().subscribe(self.device.id);
-        let mut sending: Option<SendPipeline> = None;
 
         if self.device.wipe_requested_at.is_some() {
             socket.send(frame(&ToDevice::Wipe)).await?;
@@ -183,11 +192,13 @@ impl Connection {
                 socket.flush().await?;
             }
             let release = release_in(self.held_until, now_millis());
+            // Too many sends awaiting their answer: their answers first (back-pressure).
+            let reading = self.sending.as_ref().is_none_or(|sending| sending.awaiting.len() < PENDING_SENDS);
             tokio::select! {
-                incoming = socket.recv() => {
+                incoming = socket.recv(), if reading => {
                     let Some(incoming) = incoming else { return Ok(()) };
                     match incoming? {
-                        Message::Text(text) => Box::pin(self.on_frame(socket, text.as_str(), &mut sending)).await?,
+                        Message::Text(text) => Box::pin(self.on_frame(socket, text.as_str())).await?,
                         Message::Binary(_) => {
                             let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                             socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
@@ -212,11 +223,11 @@ impl Connection {
                         self.report_key_packages(socket).await?;
                     }
                 }
-                Some(reply) = next_answer(&mut sending) => {
-                    self.emit(socket, reply).await?;
+                (reference, send) = next_written(&mut self.sending) => {
+                    self.answer(socket, reference, send).await?;
                     // Answers that are ready too go out in the same write.
-                    while let Some(reply) = sending.as_mut().and_then(|pipeline| pipeline.answered.try_recv().ok()) {
-                        self.emit(socket, reply).await?;
+                    while let Some((reference, send)) = next_written(&mut self.sending).now_or_never() {
+                        self.answer(socket, reference, send).await?;
                     }
                 }
                 // The quiet window ended: what it held goes out now.
@@ -236,7 +247,7 @@ impl Connection {
         }
     }
 
-    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str, sending: &mut Option<SendPipeline>) -> Result<(), axum::Error> {
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), axum::Error> {
         match serde_json::from_str::<FromDevice>(text) {
             Ok(FromDevice::Ack { ids }) => {
                 // Room in a full budget: what waited behind it can go out.
@@ -252,9 +263,15 @@ impl Connection {
                 }
             }
             Ok(FromDevice::Send { reference, body }) => {
-                let pipeline = sending.get_or_insert_with(|| SendPipeline::start(&self.delivery, &self.device));
-                // Waits when too many sends are pending: back-pressure on the sender.
-                let _ = pipeline.sends.send((reference, body)).await;
+                let sending = self.sending.get_or_insert_with(|| Box::new(Sending { facts: SenderFacts::cached(), awaiting: VecDeque::new() }));
+                // Checked and queued for the group commit before the previous send is
+                // durable (pipelined), in the order sent; answered once stored.
+                let submitted = match outgoing(body) {
+                    Ok(outgoing) => self.delivery.submit(&self.device, outgoing, &mut sending.facts).await,
+                    Err(error) => Err(error),
+                };
+                let submitted = submitted.map_err(|error| error_frame(Some(reference), &error, error.message().to_owned()));
+                sending.awaiting.push_back((reference, submitted));
             }
             Err(error) => {
                 let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
@@ -284,6 +301,26 @@ impl Connection {
             self.emit(socket, Message::Text(pushed.frame(message_text))).await?;
         }
         Ok(())
+    }
+
+    /// Answers a send the writer has stored or refused (or one the checks refused).
+    async fn answer(&mut self, socket: &mut WebSocket, reference: u64, send: Result<Submitted, Message>) -> Result<(), axum::Error> {
+        let reply = match send {
+            Ok(submitted) => {
+                let (ids, commit_of) = submitted.outcome();
+                if let Some(group_id) = commit_of {
+                    // Rare (membership changes), and large: boxed, so that the connection's
+                    // future does not carry it.
+                    Box::pin(self.delivery.commit_stored(&group_id)).await;
+                }
+                match ids {
+                    Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
+                    Err(error) => error_frame(Some(reference), &error, error.message().to_owned()),
+                }
+            }
+            Err(refused) => refused,
+        };
+        self.emit(socket, reply).await
     }
 
     /// Writes a frame to the socket's buffer; the loop sends what was buffered before it
@@ -376,85 +413,16 @@ async fn close_revoked(socket: &mut WebSocket) -> Result<(), axum::Error> {
         .await
 }
 
-/// The tasks that store a connection's sends, started at its first send: most toys mostly
-/// listen, and an idle connection should hold no channels or tasks for sending.
-struct SendPipeline {
-    sends: mpsc::Sender<(u64, SendMessage)>,
-    answered: mpsc::Receiver<Message>,
-    _stop: AbortOnDrop,
-}
-
-impl SendPipeline {
-    fn start(delivery: &Arc<Delivery>, device: &DeviceRow) -> Self {
-        let (sends, pending) = mpsc::channel(PENDING_SENDS);
-        let (replies, answered) = mpsc::channel(PENDING_SENDS);
-        let task = tokio::spawn(store_sends(delivery.clone(), device.clone(), pending, replies));
-        Self { sends, answered, _stop: AbortOnDrop(task) }
+/// The oldest send, once the writer has stored or refused it (at once, for one the checks
+/// refused): never, if none is awaiting its answer.
+async fn next_written(sending: &mut Option<Box<Sending>>) -> (u64, Result<Submitted, Message>) {
+    let Some(sending) = sending.as_mut() else { return std::future::pending().await };
+    let Some((_, oldest)) = sending.awaiting.front_mut() else { return std::future::pending().await };
+    if let Ok(submitted) = oldest {
+        submitted.written().await;
     }
-}
-
-/// The next answer to a send, if the connection has sent anything (else never).
-async fn next_answer(sending: &mut Option<SendPipeline>) -> Option<Message> {
-    match sending {
-        Some(pipeline) => pipeline.answered.recv().await,
+    match sending.awaiting.pop_front() {
+        Some(written) => written,
         None => std::future::pending().await,
-    }
-}
-
-/// Checks and stores a connection's sends in arrival order, pipelined: each is queued for
-/// the group commit before the previous one is durable, and answered once it is.
-async fn store_sends(
-    delivery: Arc<Delivery>,
-    device: DeviceRow,
-    mut pending: mpsc::Receiver<(u64, SendMessage)>,
-    replies: mpsc::Sender<Message>,
-) {
-    let (submitted, mut to_answer) = mpsc::channel(PENDING_SENDS);
-    let answering = {
-        let (delivery, replies) = (delivery.clone(), replies.clone());
-        tokio::spawn(async move {
-            while let Some((reference, result)) = to_answer.recv().await {
-                let reply = match result {
-                    Ok(submitted) => match crate::delivery::Submitted::stored(submitted, &delivery).await {
-                        Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
-                        Err(error) => error_frame(Some(reference), &error, error.message().to_owned()),
-                    },
-                    Err(error) => error,
-                };
-                if replies.send(reply).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let _stop_answering = AbortOnDrop(answering);
-    let mut facts = SenderFacts::cached();
-    while let Some((reference, body)) = pending.recv().await {
-        let result = match outgoing(body) {
-            Ok(outgoing) => delivery.submit(&device, outgoing, &mut facts).await,
-            Err(error) => Err(error),
-        };
-        let result = result.map_err(|error| error_frame(Some(reference), &error, error.message().to_owned()));
-        if submitted.send((reference, result)).await.is_err() {
-            return;
-        }
-    }
-    drop(submitted);
-    // Let the answers of sends already accepted go out before the task ends.
-    let _ = _stop_answering.wait().await;
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    async fn wait(mut self) -> Result<(), tokio::task::JoinError> {
-        let handle = std::mem::replace(&mut self.0, tokio::spawn(async {}));
-        handle.await
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

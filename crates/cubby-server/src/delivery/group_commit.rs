@@ -12,8 +12,10 @@
 //! SDK skips what it has processed).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use cubby_core::DeviceId;
@@ -71,7 +73,7 @@ impl GroupCommit {
 
     /// Queues one append and waits until it is durably stored (or refused as stale).
     pub async fn append(&self, append: Append) -> Result<Appended, CommitError> {
-        self.enqueue(append).await?.stored().await
+        self.enqueue(append).await?.await
     }
 
     /// Queues one append without waiting for it: appends queued one after the other are
@@ -90,13 +92,15 @@ impl GroupCommit {
     }
 }
 
-/// An append on its way to the database.
+/// An append on its way to the database: resolves once it is durably stored (or refused
+/// as stale). Polled by reference, it lets a connection watch its oldest send among others.
 pub struct Queued(oneshot::Receiver<Result<Appended, Arc<StoreError>>>);
 
-impl Queued {
-    /// Waits until the append is durably stored (or refused as stale).
-    pub async fn stored(self) -> Result<Appended, CommitError> {
-        self.0.await.map_err(|_| CommitError::Stopped)?.map_err(CommitError::Store)
+impl Future for Queued {
+    type Output = Result<Appended, CommitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|received| received.map_err(|_| CommitError::Stopped)?.map_err(CommitError::Store))
     }
 }
 

@@ -313,7 +313,7 @@ impl Delivery {
             self.new_message(&group_id, Some(device.id), MessageKind::Application, outgoing.message, recipients, retention);
         let message = NewMessage { urgent: outgoing.urgent && device.account_id.is_some(), ..message };
         let queued = self.writer.enqueue(Append { epoch_change: None, messages: vec![message] }).await?;
-        Ok(Submitted { queued, epoch: group.epoch, commit_of: None })
+        Ok(Submitted::new(queued, group.epoch, None))
     }
 
     async fn send_commit(
@@ -362,7 +362,7 @@ impl Delivery {
             members: members_after.into_iter().filter(|d| !leaving.contains(d)).collect(),
         };
         let queued = self.writer.enqueue(Append { epoch_change: Some(change), messages }).await?;
-        Ok(Submitted { queued, epoch: group.epoch, commit_of: Some(group_id) })
+        Ok(Submitted::new(queued, group.epoch, Some(group_id)))
     }
 
     /// How long the family's undelivered messages are kept, in milliseconds.
@@ -463,6 +463,12 @@ impl Delivery {
         }
     }
 
+    /// A commit to the group was stored: members it left in place that must go are
+    /// proposed for removal again (and missing supervisors for addition).
+    pub async fn commit_stored(&self, group_id: &[u8]) {
+        self.repair_group(group_id).await;
+    }
+
     /// Brings the group back within the rules at its current epoch: proposes removing
     /// every device it may no longer hold (revoked, or no longer approved by a child's
     /// guardians), and stops routing to them; proposes adding a supervised child's
@@ -522,24 +528,44 @@ impl Delivery {
 /// A send checked and queued for storage.
 pub struct Submitted {
     queued: group_commit::Queued,
+    /// What the writer did with it, once known.
+    written: Option<Result<Appended, CommitError>>,
     epoch: i64,
     /// For a commit, its group: members it left in place that must go are proposed again.
     commit_of: Option<Vec<u8>>,
 }
 
 impl Submitted {
-    /// Waits until the send is durably stored (the writer has handed it to its recipients).
-    pub async fn stored(self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
-        match self.queued.stored().await? {
-            Appended::Stored(ids) => {
-                if let Some(group_id) = self.commit_of {
-                    delivery.repair_group(&group_id).await;
-                }
-                Ok(ids)
-            }
-            Appended::StaleEpoch => Err(stale(self.epoch + 1)),
-            Appended::GroupGone => Err(unknown_group()),
+    fn new(queued: group_commit::Queued, epoch: i64, commit_of: Option<Vec<u8>>) -> Self {
+        Self { queued, written: None, epoch, commit_of }
+    }
+
+    /// Waits until the writer has stored the send, or refused it.
+    pub async fn written(&mut self) {
+        if self.written.is_none() {
+            self.written = Some((&mut self.queued).await);
         }
+    }
+
+    /// Once [`Self::written`]: the stored ids or why the send was refused, and for a commit
+    /// stored, its group, to go through [`Delivery::commit_stored`] before the sender hears.
+    pub fn outcome(self) -> (Result<Vec<i64>, ApiError>, Option<Vec<u8>>) {
+        match self.written.unwrap_or(Err(CommitError::Stopped)) {
+            Ok(Appended::Stored(ids)) => (Ok(ids), self.commit_of),
+            Ok(Appended::StaleEpoch) => (Err(stale(self.epoch + 1)), None),
+            Ok(Appended::GroupGone) => (Err(unknown_group()), None),
+            Err(error) => (Err(error.into()), None),
+        }
+    }
+
+    /// Waits until the send is durably stored (the writer has handed it to its recipients).
+    pub async fn stored(mut self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
+        self.written().await;
+        let (ids, commit_of) = self.outcome();
+        if let Some(group_id) = commit_of {
+            delivery.commit_stored(&group_id).await;
+        }
+        ids
     }
 }
 

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::common::api::{self, Session};
 use crate::common::devices::{device, texts};
-use crate::common::socket::{next_frame_of, open_socket};
+use crate::common::socket::{next_frame_of, next_frame_of_any, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::messaging::Body;
 use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, Event, Messenger};
@@ -675,6 +675,24 @@ async fn bad_messages_get_clear_errors(postgres: bool) -> TestResult {
     toy.send_text(&chat, "still there?").await?;
     let pushed = next_frame_of(&mut socket, "message").await?;
     assert_eq!((pushed["kind"].as_str(), pushed["sender"].as_str()), (Some("application"), Some(toy.device_id())), "{pushed}");
+    // Sends pipelined on the socket (here in one write) are answered in the order sent:
+    // one the checks refuse at once waits for those before it, still being stored.
+    let refused = 30;
+    for reference in 21..=31u64 {
+        let message = if reference == refused { "not base64!".to_owned() } else { BASE64.encode(&application) };
+        socket.feed(Frame::Text(json!({"type": "send", "ref": reference, "message": message}).to_string().into())).await?;
+    }
+    socket.flush().await?;
+    let mut answers = Vec::new();
+    for _ in 21..=31 {
+        answers.push(next_frame_of_any(&mut socket, &["sent", "error"]).await?);
+    }
+    let order: Vec<(Option<u64>, Option<&str>)> = answers.iter().map(|a| (a["ref"].as_u64(), a["type"].as_str())).collect();
+    let expected: Vec<(Option<u64>, Option<&str>)> =
+        (21..=31).map(|r| (Some(r), Some(if r == refused { "error" } else { "sent" }))).collect();
+    assert_eq!(order, expected, "{answers:?}");
+    let ids: Vec<i64> = answers.iter().filter_map(|a| a["ids"][0].as_i64()).collect();
+    assert!(ids.len() == 10 && ids.is_sorted(), "stored out of order: {answers:?}");
 
     // A frame over the limit ends this connection...
     let _ = socket.send(Frame::Text("x".repeat(2 * BODY_LIMIT).into())).await;

@@ -27,6 +27,12 @@ pub async fn open_socket(server: &Server, token: &str) -> Fallible<Socket> {
 
 /// The next JSON frame of type `kind` (others are skipped), within [`PATIENCE`].
 pub async fn next_frame_of(socket: &mut Socket, kind: &str) -> Fallible<Value> {
+    next_frame_of_any(socket, &[kind]).await
+}
+
+/// The next JSON frame of one of these types (others are skipped), within [`PATIENCE`].
+pub async fn next_frame_of_any(socket: &mut Socket, kinds: &[&str]) -> Fallible<Value> {
+    let kind = kinds.join(" or ");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let frame = tokio::time::timeout_at(deadline, socket.next())
@@ -35,7 +41,7 @@ pub async fn next_frame_of(socket: &mut Socket, kind: &str) -> Fallible<Value> {
         match frame {
             Some(Ok(Frame::Text(text))) => {
                 let value: Value = serde_json::from_str(text.as_str())?;
-                if value["type"] == json!(kind) {
+                if kinds.iter().any(|kind| value["type"] == json!(kind)) {
                     return Ok(value);
                 }
             }
