@@ -40,8 +40,8 @@ pub use keys::{KeyOwner, KeyStore, Rewrap, WrappedKey};
 pub use blobs::{BlobError, BlobLocation, BlobWriter, Blobs, S3Location};
 pub use media::{ChunkOutcome, MediaChunk, MediaId, MediaRow, MediaStore, NewMedia};
 pub use messaging::{
-    Append, Appended, BatchWritten, EpochChange, GroupRouting, GroupRow, MessageKind, MessagingStore, NewKeyPackage,
-    NewMessage, QueuedMessage,
+    Append, Appended, BatchWritten, BlockingBatchWriter, EpochChange, GroupRouting, GroupRow, MessageKind, MessagingStore,
+    NewKeyPackage, NewMessage, QueuedMessage,
 };
 pub use schedules::ScheduleStore;
 pub use sql::SqlStore;

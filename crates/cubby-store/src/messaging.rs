@@ -137,6 +137,11 @@ pub struct BatchWritten {
     pub batch: Vec<Append>,
 }
 
+/// [`MessagingStore::write_batch`], on the calling thread, which it blocks.
+pub trait BlockingBatchWriter: Send + Sync {
+    fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError>;
+}
+
 #[async_trait]
 pub trait MessagingStore {
     /// Adds packages for a device; a new last-resort package replaces the previous one.
@@ -165,6 +170,12 @@ pub trait MessagingStore {
     /// Appends, then acknowledgements (as [`Self::acknowledge`]), in one transaction: the
     /// delivery service's one writer, so that its writes never wait for each other's lock.
     async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError>;
+    /// The engine's own batch writer where it writes from a thread (SQLite), for a caller
+    /// that is a thread of its own: it saves a hop to another thread and back per batch.
+    /// `None` where writes are asynchronous (PostgreSQL): use [`Self::write_batch`].
+    fn blocking_batch_writer(&self) -> Option<&dyn BlockingBatchWriter> {
+        None
+    }
     /// A device's queue in order (by message id, so in order per group), after `after_id`.
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError>;
     /// Removes acknowledged messages from a device's queue, and each message that no

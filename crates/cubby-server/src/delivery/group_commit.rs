@@ -10,6 +10,11 @@
 //! does not wait for its acknowledgement to be written: if the server stops first, the
 //! messages are delivered again on the next connection (delivery is at least once, and the
 //! SDK skips what it has processed).
+//!
+//! The writer is a thread of its own, not a task. The writer is the one serial stage of
+//! every send; as a task it waited for a worker between batches, behind the connections'
+//! tasks, and each SQLite batch went to a blocking thread and back. On SQLite it writes
+//! on its own thread; PostgreSQL's asynchronous write it drives there with `block_on`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -57,11 +62,19 @@ pub enum CommitError {
 pub type AckWritten = oneshot::Receiver<()>;
 
 impl GroupCommit {
-    /// Starts the writer task (it ends when every handle is dropped).
+    /// Starts the writer thread (it ends when every handle is dropped). Called from
+    /// within the runtime, whose handle drives PostgreSQL's writes.
     pub fn start(store: Arc<dyn Store>, hub: Arc<Hub>, metrics: CommitMetrics) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
         let membership_changes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_batches(store, hub, pending, membership_changes.clone(), metrics));
+        let runtime = tokio::runtime::Handle::current();
+        let changes = membership_changes.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cubby-writer".to_owned())
+            .spawn(move || write_batches(&runtime, store, hub, pending, changes, metrics));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "the message writer's thread could not start: sends will fail");
+        }
         Self { queue, membership_changes }
     }
 
@@ -104,7 +117,8 @@ impl Future for Queued {
     }
 }
 
-async fn write_batches(
+fn write_batches(
+    runtime: &tokio::runtime::Handle,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     mut pending: mpsc::Receiver<Work>,
@@ -112,7 +126,13 @@ async fn write_batches(
     metrics: CommitMetrics,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(work) = pending.blocking_recv() {
+        batch.push(work);
+        while batch.len() < MAX_BATCH
+            && let Ok(work) = pending.try_recv()
+        {
+            batch.push(work);
+        }
         metrics.batch_size.observe(batch.len() as f64);
         let (mut appends, mut replies, mut acks, mut written) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for work in batch.drain(..) {
@@ -129,7 +149,10 @@ async fn write_batches(
         }
         let started = Instant::now();
         let (appending, acknowledging) = (appends.len(), acks.len());
-        let written_batch = store.write_batch(appends, acks).await;
+        let written_batch = match store.blocking_batch_writer() {
+            Some(writer) => writer.write_batch(appends, acks),
+            None => runtime.block_on(store.write_batch(appends, acks)),
+        };
         metrics.write_seconds.observe(started.elapsed().as_secs_f64());
         match written_batch {
             Ok(outcome) => {

@@ -1,8 +1,9 @@
 //! SQLite's side of the group commit, on a connection of its own. Through sqlx every
 //! statement is a hop to a worker thread and every row a message back, and multi-row
 //! statements of each batch size are parsed anew; under load those hops, not SQLite,
-//! took most of a batch's time. Here a whole batch runs on one blocking thread, one row
-//! per statement with the statements prepared once: SQLite's own speed. Same SQLite
+//! took most of a batch's time. Here a whole batch runs on one thread (the group commit's
+//! writer thread, or a blocking one for a caller that is a task), one row per statement
+//! with the statements prepared once: SQLite's own speed. Same SQLite
 //! library as sqlx (one libsqlite3-sys), same database file, same settings.
 //! PostgreSQL's side is [`super::batch_postgres`].
 
@@ -16,7 +17,7 @@ use cubby_core::DeviceId;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::messaging::{DELETE_IF_DELIVERED, INSERT_MEMBER};
-use crate::{Append, Appended, BatchWritten, EpochChange, StoreError};
+use crate::{Append, Appended, BatchWritten, BlockingBatchWriter, EpochChange, StoreError};
 
 pub(crate) struct SqliteWriter {
     /// None once closed.
@@ -49,19 +50,29 @@ impl SqliteWriter {
         }
     }
 
+    /// From a task: the batch is written on a blocking thread. The group commit's writer,
+    /// a thread of its own, calls [`BlockingBatchWriter::write_batch`] instead.
     pub(crate) async fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError> {
         let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while writing rolled its transaction back (Transaction's drop): the
-            // connection is fine to use again.
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(connection) = connection.as_mut() else { return Err(StoreError::Database(sqlx::Error::PoolClosed)) };
-            let written = write(connection, &batch, &acks)?;
-            Ok(BatchWritten { batch, ..written })
-        })
-        .await
-        .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+        tokio::task::spawn_blocking(move || write_locked(&connection, batch, &acks))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
+}
+
+impl BlockingBatchWriter for SqliteWriter {
+    fn write_batch(&self, batch: Vec<Append>, acks: Vec<(DeviceId, Vec<i64>)>) -> Result<BatchWritten, StoreError> {
+        write_locked(&self.connection, batch, &acks)
+    }
+}
+
+fn write_locked(connection: &Mutex<Option<Connection>>, batch: Vec<Append>, acks: &[(DeviceId, Vec<i64>)]) -> Result<BatchWritten, StoreError> {
+    // A panic while writing rolled its transaction back (Transaction's drop): the
+    // connection is fine to use again.
+    let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(connection) = connection.as_mut() else { return Err(StoreError::Database(sqlx::Error::PoolClosed)) };
+    let written = write(connection, &batch, acks)?;
+    Ok(BatchWritten { batch, ..written })
 }
 
 fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i64>)]) -> rusqlite::Result<BatchWritten> {

@@ -3,7 +3,7 @@ use cubby_core::DeviceId;
 
 use super::{BeginWrite, Db, SqlStore, batch_postgres, parse_id, parse_opt_id};
 use crate::{
-    Append, BatchWritten, GroupRouting, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage,
+    Append, BatchWritten, BlockingBatchWriter, GroupRouting, GroupRow, MessageKind, MessagingStore, NewKeyPackage, QueuedMessage,
     StoreError,
 };
 
@@ -189,6 +189,10 @@ impl MessagingStore for SqlStore {
             // SqlStore::connect opens the writer with every SQLite pool.
             (Db::Sqlite(_), None) => Err(StoreError::UnsupportedUrl),
         }
+    }
+
+    fn blocking_batch_writer(&self) -> Option<&dyn BlockingBatchWriter> {
+        self.sqlite_writer.as_ref().map(|writer| writer as &dyn BlockingBatchWriter)
     }
 
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError> {
