@@ -676,6 +676,47 @@ async fn deleting_a_family_deletes_its_groups_queues_and_key_packages(h: Harness
     Ok(())
 }
 
+/// The message writer checks what it writes itself (SQLite's foreign-key checks are off on
+/// its connection): a device that does not exist is neither queued for nor made a member,
+/// a group deleted refuses its append, and acknowledged messages go without a cascade.
+async fn the_writer_leaves_nothing_dangling(h: Harness) -> TestResult {
+    let (f, devices) = family_with_devices(&h, 1, 2).await?;
+    let (a, b) = (devices[0], devices[1]);
+    let unknown = DeviceId::random();
+    let group = group_row(3, f.id);
+    assert!(h.store.create_group(&group, &[a, b]).await?);
+    let outcomes = h
+        .store
+        .append(&[
+            commit(&group, 0, &[a, b, unknown], b"add-unknown", &[b, unknown]),
+            Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"hi", &[a, unknown], 10_000)] },
+            Append { epoch_change: None, messages: vec![message(&group_row(4, f.id), MessageKind::Application, b"no group", &[a], 10_000)] },
+        ])
+        .await?;
+    assert!(matches!(&outcomes[..], [Appended::Stored(_), Appended::Stored(_), Appended::GroupGone]), "{outcomes:?}");
+    assert_eq!(h.store.group_members(&group.id).await?, sorted(vec![a, b]));
+    assert_eq!(payloads_for(&h, a).await?, vec![b"hi".to_vec()]);
+    assert_eq!(payloads_for(&h, b).await?, vec![b"add-unknown".to_vec()]);
+    assert_eq!(payloads_for(&h, unknown).await?, Vec::<Vec<u8>>::new());
+    for device in [a, b] {
+        let ids: Vec<i64> = h.store.queued_for(device, 0, 100).await?.iter().map(|m| m.id).collect();
+        h.store.acknowledge(device, &ids).await?;
+    }
+    for (sql, expected) in [
+        ("SELECT COUNT(*) FROM messages", 0),
+        ("SELECT COUNT(*) FROM deliveries", 0),
+        ("SELECT COUNT(*) FROM group_members WHERE device_id NOT IN (SELECT id FROM devices)", 0),
+        ("SELECT COUNT(*) FROM deliveries WHERE message_id NOT IN (SELECT id FROM messages)", 0),
+        ("SELECT COUNT(*) FROM messages WHERE group_id NOT IN (SELECT id FROM mls_groups)", 0),
+    ] {
+        assert_eq!(raw_count(&h.url, sql).await?, expected, "{sql}");
+    }
+    if h.url.starts_with("sqlite:") {
+        assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM pragma_foreign_key_check").await?, 0, "SQLite's own check");
+    }
+    Ok(())
+}
+
 macro_rules! store_suite {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -714,6 +755,7 @@ store_suite!(
     queues_are_per_device_and_a_message_goes_when_all_acknowledged,
     a_large_batch_gives_each_append_its_own_ids,
     deleting_a_family_deletes_its_groups_queues_and_key_packages,
+    the_writer_leaves_nothing_dangling,
 );
 
 // ---- media ---------------------------------------------------------------------------------
