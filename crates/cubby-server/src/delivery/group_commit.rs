@@ -11,10 +11,10 @@
 //! messages are delivered again on the next connection (delivery is at least once, and the
 //! SDK skips what it has processed).
 //!
-//! The writer is a thread of its own, not a task. The writer is the one serial stage of
-//! every send; as a task it waited for a worker between batches, behind the connections'
-//! tasks, and each SQLite batch went to a blocking thread and back. On SQLite it writes
-//! on its own thread; PostgreSQL's asynchronous write it drives there with `block_on`.
+//! The writer is a thread of its own, not a task: it is the one serial stage of every
+//! send. As a task it waited for a worker between batches, behind the connections' tasks,
+//! and each SQLite batch went to a blocking thread and back. It writes SQLite's batches
+//! itself, and drives PostgreSQL's asynchronous write with the runtime's `block_on`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
