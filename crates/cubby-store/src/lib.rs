@@ -52,6 +52,15 @@ pub enum Engine {
     Postgres,
 }
 
+impl Engine {
+    /// Whether stored messages become visible in the order of their ids. SQLite has one
+    /// writer (one node, one transaction at a time); PostgreSQL commits several nodes'
+    /// transactions in any order, so a message can appear below an id already read.
+    pub fn messages_visible_in_id_order(self) -> bool {
+        matches!(self, Self::Sqlite)
+    }
+}
+
 impl fmt::Display for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

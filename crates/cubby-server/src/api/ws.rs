@@ -43,6 +43,9 @@ pub const CLOSE_REVOKED: u16 = 4001;
 /// 8.7 KB in all, this 5.1 KB; relaying 318-byte messages was no slower (fewer frames per
 /// read call).
 const READ_BUFFER: usize = 512;
+/// Polls between two reads of the whole queue where messages become visible in id order
+/// (SQLite): a minute, at [`POLL_EVERY`].
+const RESCAN_IN_ORDER_EVERY: u32 = 12;
 /// A wake-up may mean another device claimed one of this device's KeyPackages; the count
 /// is looked at no more often than this (wake-ups come with every message).
 const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -183,6 +186,8 @@ impl Connection {
         // would otherwise poll the database together, every interval, for good.
         let phase = POLL_EVERY.mul_f64(RandomState::new().hash_one(self.device.id) as f64 / u64::MAX as f64);
         let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + phase, POLL_EVERY);
+        let in_id_order = self.delivery.store().engine().messages_visible_in_id_order();
+        let mut polls: u32 = 0;
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
@@ -237,11 +242,19 @@ impl Connection {
                 }
                 // Revocations made on another node come through the hub (delivery::revocations).
                 _ = poll.tick() => {
-                    self.schedule = self.delivery.schedule_of(&self.device).await;
-                    // On PostgreSQL ids are not committed in id order across nodes: a
-                    // message can become visible below the cursor. Rescan now and then.
-                    self.cursor = 0;
-                    self.look_again = true;
+                    let schedule = self.delivery.schedule_of(&self.device).await;
+                    // Quiet hours changed: what they held back may go now.
+                    let changed = schedule != self.schedule;
+                    self.schedule = schedule;
+                    polls = polls.wrapping_add(1);
+                    // On PostgreSQL a message can become visible below the cursor: the queue
+                    // is read again from the start at every poll. On SQLite the writer
+                    // pushes whatever it stores, so that read is only a safety net, and it
+                    // was half of what idle toys cost the server.
+                    if changed || !in_id_order || polls.is_multiple_of(RESCAN_IN_ORDER_EVERY) {
+                        self.cursor = 0;
+                        self.look_again = true;
+                    }
                 }
             }
         }

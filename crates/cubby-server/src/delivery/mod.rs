@@ -43,7 +43,9 @@ pub const IN_FLIGHT: usize = 512;
 /// processed the latest commits); matches the SDK's `max_past_epochs`.
 pub const MAX_PAST_EPOCHS: u64 = 5;
 /// How often what another node changed is looked for: a device revoked there, a child's
-/// quiet hours, and (on PostgreSQL) messages stored there. A wake-up lost costs at most this.
+/// quiet hours, and (on PostgreSQL) messages stored there. A wake-up lost costs at most
+/// this on PostgreSQL; on SQLite, whose one writer pushes all it stores, the queue is
+/// read again only every twelfth poll (`api::ws`).
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Delivery {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use crate::common::api::{self, Session};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use crate::common::devices::{device, paired_device_at, texts};
+use crate::common::devices::{device, device_token, paired_device_at, texts};
 use crate::common::socket::{next_frame_of, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use cubby_client::{ConversationId, CubbyClient, DeviceKey, Event, Messenger};
+use cubby_client::{ConversationId, Event, Messenger};
 use serde_json::{Value, json};
 
 const IDLE: Duration = Duration::from_millis(700);
@@ -45,13 +45,6 @@ async fn family(server: &Server, outbox: &Path, tag: &str, nickname: &str) -> Fa
     api::consent(server, outbox, &guardian, &id).await?;
     let child = api::child(server, &guardian, &id, nickname, "6_8").await?;
     Ok(Family { guardian, id, child })
-}
-
-/// A fresh access token for a device, signed in as the SDK does.
-async fn device_token(server: &Server, secret: [u8; 32], device_id: &str) -> Fallible<String> {
-    let api = CubbyClient::with_http_client(&server.base_url, common::client()?);
-    let session = api.authenticate(&DeviceKey::from_secret_bytes(secret), device_id).await?;
-    Ok(session.access_token.clone())
 }
 
 fn ok(status: u16, body: &Value, what: &str) -> Fallible<()> {

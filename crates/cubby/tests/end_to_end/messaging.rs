@@ -12,11 +12,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::common::api::{self, Session};
-use crate::common::devices::{device, texts};
+use crate::common::devices::{device, device_token, texts};
 use crate::common::socket::{next_frame_of, next_frame_of_any, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client, file_contains};
 use cubby_client::messaging::Body;
-use cubby_client::{ClientError, ConversationId, CubbyClient, DeviceKey, Event, Messenger};
+use cubby_client::{ClientError, ConversationId, Event, Messenger};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -78,13 +78,6 @@ async fn paired_device(
     child: Option<&str>,
 ) -> Fallible<(Messenger, [u8; 32])> {
     common::devices::paired_device_at(server, &server.base_url, dir, name, guardian, family, child).await
-}
-
-/// A fresh access token for a device, signed in as the SDK does.
-async fn device_token(server: &Server, secret: [u8; 32], device_id: &str) -> Fallible<String> {
-    let api = CubbyClient::with_http_client(&server.base_url, client()?);
-    let session = api.authenticate(&DeviceKey::from_secret_bytes(secret), device_id).await?;
-    Ok(session.access_token.clone())
 }
 
 /// Alice's phone starts a conversation and invites bob's phone and the toy; both join.

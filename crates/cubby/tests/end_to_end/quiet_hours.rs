@@ -7,7 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::api::{self, Session};
-use crate::common::devices::{device, texts};
+use crate::common::devices::{device, device_token, paired_device_at, texts};
+use crate::common::socket::{next_frame_of, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use serde_json::{Value, json};
 
@@ -45,7 +46,7 @@ async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres
     let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
     let local = tempfile::tempdir()?;
     let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
-    let toy = device(&server, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
     let chat = phone.create_conversation().await?;
     phone.invite(&chat, toy.device_id()).await?;
     toy.sync(IDLE).await?;
@@ -63,10 +64,20 @@ async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres
     assert_eq!(texts(&toy.sync(IDLE).await?), ["grandma is here, come downstairs"], "only the urgent one passes");
     assert!(texts(&toy.sync(IDLE).await?).is_empty(), "the rest is still held");
 
-    // The window is over (a schedule whose bedtime ended a minute ago): the held message arrives.
+    // A connection that stays open holds the message back too...
+    let mut socket = open_socket(&server, &device_token(&server, toy_secret, toy.device_id()).await?).await?;
+    let early = tokio::time::timeout(Duration::from_secs(1), next_frame_of(&mut socket, "message")).await;
+    assert!(early.is_err(), "pushed during quiet hours: {early:?}");
+
+    // The window is over (a schedule whose bedtime ended a minute ago): the held message arrives,
+    // on the open connection within a poll (its window would have lasted another hour), and
+    // to the toy's next sync.
     let over = json!({"time_zone": "UTC", "windows": [{"start": utc_time(-120)?, "end": utc_time(-1)?}]});
     let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, over).await?;
     assert_eq!(status, 200, "{body}");
+    let released = next_frame_of(&mut socket, "message").await?;
+    assert_eq!(released["kind"].as_str(), Some("application"), "{released}");
+    drop(socket);
     assert_eq!(texts(&toy.sync(IDLE).await?), ["time to tidy your room"]);
 
     // Bad schedules are refused with the field named.

@@ -10,6 +10,13 @@ use serde_json::json;
 use super::api::{self, Session};
 use super::{Fallible, Server, client};
 
+/// A fresh access token for a device, signed in as the SDK does.
+pub async fn device_token(server: &Server, secret: [u8; 32], device_id: &str) -> Fallible<String> {
+    let api = CubbyClient::with_http_client(&server.base_url, client()?);
+    let session = api.authenticate(&DeviceKey::from_secret_bytes(secret), device_id).await?;
+    Ok(session.access_token.clone())
+}
+
 /// Pairs a device (approved by `guardian`, for `child` or the guardian's own app) and opens
 /// its messenger in `dir` with KeyPackages published.
 pub async fn device(server: &Server, dir: &Path, name: &str, guardian: &Session, family: &str, child: Option<&str>) -> Fallible<Messenger> {
