@@ -100,6 +100,11 @@ fn error_frame(reference: Option<u64>, error: &ApiError, text: String) -> Messag
     frame(&ToDevice::Error { reference, code: error.code().as_str(), message: text })
 }
 
+/// Why send `reference` was refused.
+fn refusal(reference: u64, error: &ApiError) -> Message {
+    error_frame(Some(reference), error, error.message().to_owned())
+}
+
 /// Open the device's live connection (WebSocket).
 #[utoipa::path(get, path = "/api/v1/ws", tag = "messaging",
     responses(
@@ -283,7 +288,7 @@ impl Connection {
                     Ok(outgoing) => self.delivery.submit(&self.device, outgoing, &mut sending.facts).await,
                     Err(error) => Err(error),
                 };
-                let submitted = submitted.map_err(|error| error_frame(Some(reference), &error, error.message().to_owned()));
+                let submitted = submitted.map_err(|error| refusal(reference, &error));
                 sending.awaiting.push_back((reference, submitted));
             }
             Err(error) => {
@@ -319,18 +324,10 @@ impl Connection {
     /// Answers a send the writer has stored or refused (or one the checks refused).
     async fn answer(&mut self, socket: &mut WebSocket, reference: u64, send: Result<Submitted, Message>) -> Result<(), axum::Error> {
         let reply = match send {
-            Ok(submitted) => {
-                let (ids, commit_of) = submitted.outcome();
-                if let Some(group_id) = commit_of {
-                    // Rare (membership changes), and large: boxed, so that the connection's
-                    // future does not carry it.
-                    Box::pin(self.delivery.commit_stored(&group_id)).await;
-                }
-                match ids {
-                    Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
-                    Err(error) => error_frame(Some(reference), &error, error.message().to_owned()),
-                }
-            }
+            Ok(submitted) => match submitted.settle(&self.delivery).await {
+                Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
+                Err(error) => refusal(reference, &error),
+            },
             Err(refused) => refused,
         };
         self.emit(socket, reply).await

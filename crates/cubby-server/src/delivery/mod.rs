@@ -465,12 +465,6 @@ impl Delivery {
         }
     }
 
-    /// A commit to the group was stored: members it left in place that must go are
-    /// proposed for removal again (and missing supervisors for addition).
-    pub async fn commit_stored(&self, group_id: &[u8]) {
-        self.repair_group(group_id).await;
-    }
-
     /// Brings the group back within the rules at its current epoch: proposes removing
     /// every device it may no longer hold (revoked, or no longer approved by a child's
     /// guardians), and stops routing to them; proposes adding a supervised child's
@@ -549,25 +543,29 @@ impl Submitted {
         }
     }
 
-    /// Once [`Self::written`]: the stored ids or why the send was refused, and for a commit
-    /// stored, its group, to go through [`Delivery::commit_stored`] before the sender hears.
-    pub fn outcome(self) -> (Result<Vec<i64>, ApiError>, Option<Vec<u8>>) {
-        match self.written.unwrap_or(Err(CommitError::Stopped)) {
+    /// Waits until the send is durably stored (the writer has handed it to its recipients).
+    pub async fn stored(mut self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
+        self.written().await;
+        self.settle(delivery).await
+    }
+
+    /// Once [`Self::written`]: the stored ids, or why the send was refused. A commit's group
+    /// is repaired first: members it left in place that must go are proposed for removal
+    /// again. The send is settled before the future is made, so that a connection awaiting
+    /// its answers does not carry the send in its task (nor the repair, boxed: rare, large).
+    pub fn settle(self, delivery: &Delivery) -> impl Future<Output = Result<Vec<i64>, ApiError>> + '_ {
+        let (ids, commit_of) = match self.written.unwrap_or(Err(CommitError::Stopped)) {
             Ok(Appended::Stored(ids)) => (Ok(ids), self.commit_of),
             Ok(Appended::StaleEpoch) => (Err(stale(self.epoch + 1)), None),
             Ok(Appended::GroupGone) => (Err(unknown_group()), None),
             Err(error) => (Err(error.into()), None),
+        };
+        async move {
+            if let Some(group_id) = commit_of {
+                Box::pin(delivery.repair_group(&group_id)).await;
+            }
+            ids
         }
-    }
-
-    /// Waits until the send is durably stored (the writer has handed it to its recipients).
-    pub async fn stored(mut self, delivery: &Delivery) -> Result<Vec<i64>, ApiError> {
-        self.written().await;
-        let (ids, commit_of) = self.outcome();
-        if let Some(group_id) = commit_of {
-            delivery.commit_stored(&group_id).await;
-        }
-        ids
     }
 }
 
