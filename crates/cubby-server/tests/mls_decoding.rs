@@ -332,6 +332,29 @@ fn real_messages_are_accepted_and_classified() -> TestResult {
     Ok(())
 }
 
+/// A commit whose tags are re-cut to other lengths still decodes (the tags are the last
+/// two fields, each a length and bytes), but no member makes a MAC that is not 32 bytes:
+/// the server refuses it, though it cannot check the tags' values. CI once met the first
+/// case below by chance, as a single-bit flip of the confirmation tag's length.
+#[test]
+fn commit_tags_of_another_length_are_refused() -> TestResult {
+    let real = real()?;
+    let [confirmation, membership] = commit_tags(&real.commit);
+    // A 34-byte confirmation tag, then a 30-byte membership tag, in the same bytes.
+    let mut longer_confirmation = real.commit.clone();
+    longer_confirmation[confirmation.start - 1] = 34;
+    longer_confirmation[membership.start + 1] = 30;
+    // A 31-byte membership tag.
+    let mut shorter_membership = real.commit[..real.commit.len() - 1].to_vec();
+    shorter_membership[membership.start - 1] = 31;
+    for (case, bytes) in [("34/30", &longer_confirmation), ("32/31", &shorter_membership)] {
+        assert!(MlsMessageIn::tls_deserialize_exact(bytes.as_slice()).is_ok(), "{case}: the re-cut commit should decode");
+        assert!(matches!(classify(bytes), Err(Rejection::Malformed(_))), "{case}: tags of another length were accepted");
+        assert!(!server_accepts_commit(real, bytes)?, "{case}: the server applied it");
+    }
+    Ok(())
+}
+
 /// Property: each decoder refuses every other kind of real message (no type confusion),
 /// and every decoder refuses the empty input.
 #[test]

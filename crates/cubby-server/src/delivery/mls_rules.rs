@@ -184,7 +184,10 @@ pub fn classify(bytes: &[u8]) -> Result<Inbound, Rejection> {
     let epoch = message.epoch().as_u64();
     match (&message, message.content_type()) {
         (ProtocolMessage::PrivateMessage(_), ContentType::Application) => Ok(Inbound::Application { group_id, epoch }),
-        (ProtocolMessage::PublicMessage(_), ContentType::Commit) => {
+        (ProtocolMessage::PublicMessage(public), ContentType::Commit) => {
+            if !tags_are_mac_sized(public) {
+                return Err(malformed("a commit's confirmation and membership tags must be MACs of the ciphersuite's size"));
+            }
             Ok(Inbound::Commit { group_id, epoch, message: Box::new(message) })
         }
         (ProtocolMessage::PrivateMessage(_), _) => {
@@ -195,6 +198,24 @@ pub fn classify(bytes: &[u8]) -> Result<Inbound, Rejection> {
         }
         (ProtocolMessage::PublicMessage(_), _) => Err(refused("application messages must be encrypted")),
     }
+}
+
+/// Whether each tag a public message carries is a MAC of the ciphersuite's size (KDF.Nh,
+/// RFC 9420, 6.1 and 6.2). The server cannot check the tags themselves (they are keyed
+/// with the epoch's secrets, which only members hold), but no member makes a tag of another
+/// length, so such a commit is refused here rather than passed on for its recipients to drop.
+///
+/// openmls keeps both tags' bytes private; its serde form, which it uses for its own
+/// storage, shows their lengths. Were that form to change, the tags would read as absent
+/// and every commit would be refused: the decoding tests would say so at once.
+fn tags_are_mac_sized(public: &PublicMessageIn) -> bool {
+    let Ok(fields) = serde_json::to_value(public) else { return false };
+    let mac_length = |tag: &serde_json::Value| tag["mac_value"]["vec"].as_array().map(Vec::len);
+    let expected = Some(CIPHERSUITE.hash_length());
+    // Only a member's message carries a membership tag; whether the sender may commit at
+    // all is `apply_commit`'s question.
+    let membership = &fields["membership_tag"];
+    mac_length(&fields["auth"]["confirmation_tag"]) == expected && (membership.is_null() || mac_length(membership) == expected)
 }
 
 /// Checks that a Welcome is one (it is encrypted to the new members; nothing more to see).
