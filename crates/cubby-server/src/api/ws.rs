@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,13 +23,14 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::{FutureExt as _, SinkExt as _};
+use futures_util::{SinkExt as _, StreamExt as _};
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
+use tokio::time::{Interval, Sleep};
 use serde::{Deserialize, Serialize};
 
 use super::messaging::{SendMessage, outgoing};
-use crate::delivery::hub::Pushed;
+use crate::delivery::hub::{Delivered, Mailbox, Pushed};
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
 use crate::delivery::{Delivery, IN_FLIGHT, POLL_EVERY, Submitted, TOP_UP_BELOW};
@@ -121,7 +125,13 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
         // A small read buffer that grows for large frames: the default (128 KiB allocated
         // per connection) would cost a server holding tens of thousands of idle toys gigabytes.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| Connection::new(delivery, device).serve(socket))
+        // The connection gets a task of its own rather than running inside axum's upgrade
+        // task, whose state (the callback, the socket's configuration) an idle toy would
+        // otherwise keep for as long as it is connected: 344 bytes each.
+        .on_upgrade(move |socket| {
+            tokio::spawn(Connection::new(delivery, device).serve(socket));
+            std::future::ready(())
+        })
 }
 
 struct Connection {
@@ -131,6 +141,8 @@ struct Connection {
     schedule: Option<QuietHours>,
     /// When the quiet window holding messages back ends (ms), if one does.
     held_until: Option<i64>,
+    /// The timer for that moment, and the moment it was set for: only while a window holds.
+    release: Option<(i64, Pin<Box<Sleep>>)>,
     /// Highest message id pushed on this connection.
     cursor: i64,
     in_flight: BTreeSet<i64>,
@@ -145,6 +157,8 @@ struct Connection {
     key_packages_checked: Option<tokio::time::Instant>,
     /// Frames written to the socket's buffer but not yet to the network: see [`Self::emit`].
     unflushed: bool,
+    /// Polls of the database so far (every [`POLL_EVERY`]).
+    polls: u32,
     /// Boxed, and made at the first send: most toys mostly listen.
     sending: Option<Box<Sending>>,
 }
@@ -158,9 +172,31 @@ struct Sending {
     awaiting: VecDeque<(u64, Result<Submitted, Message>)>,
 }
 
+impl Sending {
+    /// The oldest send, once the writer has stored or refused it (at once, for one the
+    /// checks refused).
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<(u64, Result<Submitted, Message>)> {
+        let Some((_, oldest)) = self.awaiting.front_mut() else { return Poll::Pending };
+        if let Ok(submitted) = oldest {
+            std::task::ready!(submitted.poll_written(cx));
+        }
+        self.awaiting.pop_front().map_or(Poll::Pending, Poll::Ready)
+    }
+}
+
+/// What woke the connection.
+enum Event {
+    Frame(Option<Result<Message, axum::Error>>),
+    Delivered(Delivered),
+    Written(u64, Result<Submitted, Message>),
+    /// The quiet window ended: what it held goes out now.
+    Released,
+    Poll,
+}
+
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, sending: None }
+        Self { delivery, device, schedule: None, held_until: None, release: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, polls: 0, sending: None }
     }
 
     /// The connection's task, which lives as long as the connection and holds its future:
@@ -176,92 +212,155 @@ impl Connection {
         }
     }
 
-    /// A future is as large as its largest await, and this one waits mostly in the
-    /// `select!` (768 bytes). Handling a frame would take 1,088, so it alone is boxed:
-    /// it takes that memory only while it runs.
+    /// A future is as large as its largest await, and this one lives as long as the
+    /// connection. So it only waits here, in place (see [`Self::poll_event`]), and all it
+    /// does between waits is boxed: reading the queue, handling an event. Those take their
+    /// room (up to 1.8 KB, for a send) only while they run.
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         let subscription = self.delivery.hub().subscribe(self.device.id);
+        Box::pin(self.start(socket)).await?;
+        // At a random phase: toys that connect together (all of them, after a restart)
+        // would otherwise poll the database together, every interval, for good.
+        let phase = POLL_EVERY.mul_f64(RandomState::new().hash_one(self.device.id) as f64 / u64::MAX as f64);
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + phase, POLL_EVERY);
+        loop {
+            // The queue is read when something may have changed, not after every frame.
+            if std::mem::take(&mut self.look_again) {
+                Box::pin(self.push_queue(socket)).await?;
+            }
+            if std::mem::take(&mut self.unflushed) {
+                socket.flush().await?;
+            }
+            self.arm_release();
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, socket, &subscription.mailbox, &mut poll)).await;
+            if Box::pin(self.on_event(socket, event)).await?.is_break() {
+                return Ok(());
+            }
+        }
+    }
 
+    async fn start(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
         if self.device.wipe_requested_at.is_some() {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
         self.report_key_packages(socket).await?;
         self.schedule = self.delivery.schedule_of(&self.device).await;
-        // At a random phase: toys that connect together (all of them, after a restart)
-        // would otherwise poll the database together, every interval, for good.
-        let phase = POLL_EVERY.mul_f64(RandomState::new().hash_one(self.device.id) as f64 / u64::MAX as f64);
-        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + phase, POLL_EVERY);
-        let in_id_order = self.delivery.store().engine().messages_visible_in_id_order();
-        let mut polls: u32 = 0;
-        loop {
-            // The queue is read when something may have changed, not after every frame.
-            if std::mem::take(&mut self.look_again) {
-                self.push_queue(socket).await?;
-            }
-            if std::mem::take(&mut self.unflushed) {
-                socket.flush().await?;
-            }
-            let release = release_in(self.held_until, now_millis());
-            // Too many sends awaiting their answer: their answers first (back-pressure).
-            let reading = self.sending.as_ref().is_none_or(|sending| sending.awaiting.len() < PENDING_SENDS);
-            tokio::select! {
-                incoming = socket.recv(), if reading => {
-                    let Some(incoming) = incoming else { return Ok(()) };
-                    match incoming? {
-                        Message::Text(text) => Box::pin(self.on_frame(socket, text.as_str())).await?,
-                        Message::Binary(_) => {
-                            let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
-                            socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
-                        }
-                        Message::Close(_) => return Ok(()),
-                        Message::Ping(_) | Message::Pong(_) => {}
-                    }
+        Ok(())
+    }
+
+    /// Handles what woke the connection; `Break` when the connection is over.
+    async fn on_event(&mut self, socket: &mut WebSocket, event: Event) -> Result<ControlFlow<()>, axum::Error> {
+        match event {
+            Event::Frame(None) => return Ok(ControlFlow::Break(())),
+            Event::Frame(Some(incoming)) => match incoming? {
+                Message::Text(text) => self.on_frame(socket, text.as_str()).await?,
+                Message::Binary(_) => {
+                    let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
+                    socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
                 }
-                delivered = subscription.mailbox.take() => {
-                    if delivered.revoked {
-                        return close_revoked(socket).await;
-                    }
-                    // Pushes were dropped for want of room: they are in the queue.
-                    if delivered.overflowed {
-                        self.fall_behind();
-                    }
-                    for pushed in &delivered.pushes {
-                        self.on_pushed(socket, pushed).await?;
-                    }
-                    if delivered.woken {
-                        self.look_again = true;
-                        self.report_key_packages(socket).await?;
-                    }
+                Message::Close(_) => return Ok(ControlFlow::Break(())),
+                Message::Ping(_) | Message::Pong(_) => {}
+            },
+            Event::Delivered(delivered) => {
+                if delivered.revoked {
+                    close_revoked(socket).await?;
+                    return Ok(ControlFlow::Break(()));
                 }
-                (reference, send) = next_written(&mut self.sending) => {
+                // Pushes were dropped for want of room: they are in the queue.
+                if delivered.overflowed {
+                    self.fall_behind();
+                }
+                for pushed in &delivered.pushes {
+                    self.on_pushed(socket, pushed).await?;
+                }
+                if delivered.woken {
+                    self.look_again = true;
+                    self.report_key_packages(socket).await?;
+                }
+            }
+            Event::Written(reference, send) => {
+                self.answer(socket, reference, send).await?;
+                // Answers that are ready too go out in the same write.
+                while let Some((reference, send)) = self.ready_written() {
                     self.answer(socket, reference, send).await?;
-                    // Answers that are ready too go out in the same write.
-                    while let Some((reference, send)) = next_written(&mut self.sending).now_or_never() {
-                        self.answer(socket, reference, send).await?;
-                    }
                 }
-                // The quiet window ended: what it held goes out now.
-                _ = tokio::time::sleep(release) => {
+            }
+            Event::Released => {
+                self.cursor = 0;
+                self.look_again = true;
+            }
+            // Revocations made on another node come through the hub (delivery::revocations).
+            Event::Poll => {
+                let schedule = self.delivery.schedule_of(&self.device).await;
+                // Quiet hours changed: what they held back may go now.
+                let changed = schedule != self.schedule;
+                self.schedule = schedule;
+                self.polls = self.polls.wrapping_add(1);
+                // On PostgreSQL a message can become visible below the cursor: the queue
+                // is read again from the start at every poll. On SQLite the writer
+                // pushes whatever it stores, so that read is only a safety net, and it
+                // was half of what idle toys cost the server.
+                let in_id_order = self.delivery.store().engine().messages_visible_in_id_order();
+                if changed || !in_id_order || self.polls.is_multiple_of(RESCAN_IN_ORDER_EVERY) {
                     self.cursor = 0;
                     self.look_again = true;
                 }
-                // Revocations made on another node come through the hub (delivery::revocations).
-                _ = poll.tick() => {
-                    let schedule = self.delivery.schedule_of(&self.device).await;
-                    // Quiet hours changed: what they held back may go now.
-                    let changed = schedule != self.schedule;
-                    self.schedule = schedule;
-                    polls = polls.wrapping_add(1);
-                    // On PostgreSQL a message can become visible below the cursor: the queue
-                    // is read again from the start at every poll. On SQLite the writer
-                    // pushes whatever it stores, so that read is only a safety net, and it
-                    // was half of what idle toys cost the server.
-                    if changed || !in_id_order || polls.is_multiple_of(RESCAN_IN_ORDER_EVERY) {
-                        self.cursor = 0;
-                        self.look_again = true;
-                    }
-                }
             }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// What the connection waits for, polled in place: the wait holds only references, so
+    /// an idle toy's task is little more than the connection and its socket (a `select!`
+    /// over these futures took 792 bytes of it). The writer's work comes first: the mailbox
+    /// is taken whole and ready answers are drained together, so neither starves the socket.
+    fn poll_event(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket, mailbox: &Mailbox, poll: &mut Interval) -> Poll<Event> {
+        if let Poll::Ready(delivered) = mailbox.poll_take(cx) {
+            return Poll::Ready(Event::Delivered(delivered));
+        }
+        if let Some(sending) = self.sending.as_mut() {
+            if let Poll::Ready((reference, send)) = sending.poll_written(cx) {
+                return Poll::Ready(Event::Written(reference, send));
+            }
+            // Too many sends awaiting their answer: their answers first (back-pressure).
+            if sending.awaiting.len() >= PENDING_SENDS {
+                return self.poll_timers(cx, poll);
+            }
+        }
+        if let Poll::Ready(frame) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(Event::Frame(frame));
+        }
+        self.poll_timers(cx, poll)
+    }
+
+    fn poll_timers(&mut self, cx: &mut Context<'_>, poll: &mut Interval) -> Poll<Event> {
+        if let Some((_, release)) = self.release.as_mut()
+            && release.as_mut().poll(cx).is_ready()
+        {
+            self.release = None;
+            return Poll::Ready(Event::Released);
+        }
+        poll.poll_tick(cx).map(|_| Event::Poll)
+    }
+
+    /// The next answer, if the writer has already stored or refused its send.
+    fn ready_written(&mut self) -> Option<(u64, Result<Submitted, Message>)> {
+        let sending = self.sending.as_mut()?;
+        match sending.poll_written(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(written) => Some(written),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Sets the timer for the end of the quiet window holding messages back, if one does.
+    fn arm_release(&mut self) {
+        match self.held_until {
+            None => self.release = None,
+            Some(until) if self.release.as_ref().is_none_or(|(set_for, _)| *set_for != until) => {
+                let sleep = tokio::time::sleep(release_in(until, now_millis()));
+                self.release = Some((until, Box::pin(sleep)));
+            }
+            Some(_) => {}
         }
     }
 
@@ -423,16 +522,3 @@ async fn close_revoked(socket: &mut WebSocket) -> Result<(), axum::Error> {
         .await
 }
 
-/// The oldest send, once the writer has stored or refused it (at once, for one the checks
-/// refused): never, if none is awaiting its answer.
-async fn next_written(sending: &mut Option<Box<Sending>>) -> (u64, Result<Submitted, Message>) {
-    let Some(sending) = sending.as_mut() else { return std::future::pending().await };
-    let Some((_, oldest)) = sending.awaiting.front_mut() else { return std::future::pending().await };
-    if let Ok(submitted) = oldest {
-        submitted.written().await;
-    }
-    match sending.awaiting.pop_front() {
-        Some(written) => written,
-        None => std::future::pending().await,
-    }
-}

@@ -6,12 +6,12 @@
 //! costs a read or a poll interval, never a message.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use axum::extract::ws::Utf8Bytes;
 use cubby_core::DeviceId;
 use cubby_store::QueuedMessage;
-use tokio::sync::Notify;
 
 /// Pushes a connection's mailbox holds before it overflows (and the connection reads its
 /// queue instead): as many as the connection may have in flight. The writer hands over a
@@ -39,12 +39,12 @@ impl Pushed {
 
 /// What one connection has been handed and not yet taken: the writer and the other
 /// requests put things in without waiting, the connection takes them all at once. One
-/// mutex and one `Notify` per idle toy (a watch channel for the signals as well cost
-/// 360 bytes more each).
+/// mutex per idle toy, which also holds the waker of its waiting connection: no `Notify`
+/// (its waiter lives in the connection's future while it waits) and no watch channel (360
+/// bytes more each).
 #[derive(Default)]
 pub struct Mailbox {
     held: Mutex<Held>,
-    arrived: Notify,
 }
 
 #[derive(Default)]
@@ -53,6 +53,14 @@ struct Held {
     overflowed: bool,
     woken: bool,
     revoked: bool,
+    /// The connection's task, waiting for something to be put in.
+    waiting: Option<Waker>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.pushes.is_empty() && !self.overflowed && !self.woken && !self.revoked
+    }
 }
 
 /// What a connection found in its mailbox.
@@ -79,22 +87,43 @@ impl Mailbox {
     }
 
     fn change(&self, change: impl FnOnce(&mut Held)) {
-        change(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner));
-        // A permit is kept if the connection is not waiting: nothing put is overlooked.
-        self.arrived.notify_one();
+        let waiting = {
+            let mut held = self.lock();
+            change(&mut held);
+            held.waiting.take()
+        };
+        // Woken outside the lock: the connection takes it as soon as it runs.
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 
-    /// Waits for something to be put in, then takes all there is.
-    pub async fn take(&self) -> Delivered {
-        self.arrived.notified().await;
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        Delivered {
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes all there is, or, if there is nothing, has the task woken when something is
+    /// put in (the check and the waker are under the one lock: nothing put is overlooked).
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Delivered> {
+        let mut held = self.lock();
+        if held.is_empty() {
+            if !held.waiting.as_ref().is_some_and(|waiting| waiting.will_wake(cx.waker())) {
+                held.waiting = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(Delivered {
             pushes: std::mem::take(&mut held.pushes),
             overflowed: std::mem::take(&mut held.overflowed),
             woken: std::mem::take(&mut held.woken),
             // Stays set: a revoked device's connection is told so at every take.
             revoked: held.revoked,
-        }
+        })
+    }
+
+    /// Waits for something to be put in, then takes all there is.
+    pub async fn take(&self) -> Delivered {
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
     }
 }
 

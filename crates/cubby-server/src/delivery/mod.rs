@@ -13,7 +13,9 @@ pub mod revocations;
 pub mod sender_facts;
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cubby_core::quiet_hours::QuietHours;
@@ -536,11 +538,17 @@ impl Submitted {
         Self { queued, written: None, epoch, commit_of }
     }
 
+    /// Ready once the writer has stored the send, or refused it.
+    pub fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.written.is_none() {
+            self.written = Some(std::task::ready!(Pin::new(&mut self.queued).poll(cx)));
+        }
+        Poll::Ready(())
+    }
+
     /// Waits until the writer has stored the send, or refused it.
     pub async fn written(&mut self) {
-        if self.written.is_none() {
-            self.written = Some((&mut self.queued).await);
-        }
+        std::future::poll_fn(|cx| self.poll_written(cx)).await
     }
 
     /// Waits until the send is durably stored (the writer has handed it to its recipients).

@@ -25,12 +25,9 @@ pub fn decide(schedule: Option<&QuietHours>, message: &QueuedMessage, now: i64) 
     }
 }
 
-/// How long until held messages may go; a day when nothing is held.
-pub fn release_in(held_until: Option<i64>, now: i64) -> Duration {
-    match held_until {
-        Some(until) => Duration::from_millis(u64::try_from(until - now).unwrap_or(0)),
-        None => Duration::from_secs(24 * 3600),
-    }
+/// How long until held messages may go.
+pub fn release_in(held_until: i64, now: i64) -> Duration {
+    Duration::from_millis(u64::try_from(held_until - now).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -62,11 +59,11 @@ mod tests {
         let morning = MIDNIGHT + 7 * HOUR;
         // 22:00: held until 07:00, and the connection wakes then.
         assert_eq!(decide(Some(&schedule), &text, MIDNIGHT - 2 * HOUR), Decision::HoldUntil(morning));
-        assert_eq!(release_in(Some(morning), MIDNIGHT - 2 * HOUR), Duration::from_secs(9 * 3600));
+        assert_eq!(release_in(morning, MIDNIGHT - 2 * HOUR), Duration::from_secs(9 * 3600));
         // 06:59:59.999: still held. 07:00: released.
         assert_eq!(decide(Some(&schedule), &text, morning - 1), Decision::HoldUntil(morning));
         assert_eq!(decide(Some(&schedule), &text, morning), Decision::Deliver);
-        assert_eq!(release_in(Some(morning), morning + 5), Duration::ZERO);
+        assert_eq!(release_in(morning, morning + 5), Duration::ZERO);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::common::api::{self, Session};
 use crate::common::devices::{device, device_token, paired_device_at, texts};
-use crate::common::socket::{next_frame_of, open_socket};
+use crate::common::socket::{next_frame_of, next_frame_within, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use serde_json::{Value, json};
 
@@ -94,6 +94,52 @@ async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres
     Ok(())
 }
 
+/// What a window held goes out on a connection that stayed open when the window ends, by
+/// the connection's own timer: nothing about the schedule changes. (On SQLite the queue is
+/// read again only every minute, on PostgreSQL every 5 s; the release comes within a few
+/// seconds of the window's end, not a poll later.)
+async fn a_held_message_goes_out_on_an_open_connection_when_the_window_ends(postgres: bool) -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = if postgres {
+        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
+    } else {
+        Server::start(&dirs.args(None))?
+    };
+    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let family = api::family(&server, &guardian, "The Family").await?;
+    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
+    let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
+    let local = tempfile::tempdir()?;
+    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
+    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let chat = phone.create_conversation().await?;
+    phone.invite(&chat, toy.device_id()).await?;
+    toy.sync(IDLE).await?;
+
+    // A window that ends at a minute's turn, at least 20 s from now (the setup's time).
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let to_next_minute = 60 - now.as_secs() % 60;
+    let minutes = if to_next_minute < 20 { 2 } else { 1 };
+    let ends_at = UNIX_EPOCH + Duration::from_secs(now.as_secs() - now.as_secs() % 60 + 60 * minutes);
+    let bedtime = json!({"time_zone": "UTC", "windows": [{"start": utc_time(-60)?, "end": utc_time(i64::try_from(minutes)?)?}]});
+    let (status, body) = put_quiet_hours(&server, &guardian, &family, &child, bedtime).await?;
+    assert_eq!(status, 200, "{body}");
+    let mut socket = open_socket(&server, &device_token(&server, toy_secret, toy.device_id()).await?).await?;
+    phone.send_text(&chat, "breakfast is ready").await?;
+
+    let until_end = ends_at.duration_since(SystemTime::now())?;
+    let early = next_frame_within(&mut socket, &["message"], until_end.saturating_sub(Duration::from_secs(1))).await;
+    assert!(early.as_ref().is_err_and(|e| e.to_string().starts_with("no message frame")), "pushed during quiet hours: {early:?}");
+    let released = next_frame_of(&mut socket, "message").await?;
+    let late = SystemTime::now().duration_since(ends_at).unwrap_or_default();
+    assert!(late < Duration::from_secs(4), "released {late:?} after the window ended: not by the connection's timer");
+    assert_eq!(released["kind"].as_str(), Some("application"), "{released}");
+    drop(socket);
+    assert_eq!(texts(&toy.sync(IDLE).await?), ["breakfast is ready"]);
+    server.stop()?;
+    Ok(())
+}
+
 async fn a_toy_past_its_daily_limit_is_refused(postgres: bool) -> TestResult {
     let dirs = Dirs::new()?;
     let server = if postgres {
@@ -130,4 +176,8 @@ async fn a_toy_past_its_daily_limit_is_refused(postgres: bool) -> TestResult {
     Ok(())
 }
 
-on_both_engines!(quiet_hours_hold_all_but_urgent_messages_until_the_window_ends, a_toy_past_its_daily_limit_is_refused);
+on_both_engines!(
+    quiet_hours_hold_all_but_urgent_messages_until_the_window_ends,
+    a_held_message_goes_out_on_an_open_connection_when_the_window_ends,
+    a_toy_past_its_daily_limit_is_refused
+);

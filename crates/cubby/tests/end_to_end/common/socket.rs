@@ -32,12 +32,17 @@ pub async fn next_frame_of(socket: &mut Socket, kind: &str) -> Fallible<Value> {
 
 /// The next JSON frame of one of these types (others are skipped), within [`PATIENCE`].
 pub async fn next_frame_of_any(socket: &mut Socket, kinds: &[&str]) -> Fallible<Value> {
+    next_frame_within(socket, kinds, PATIENCE).await
+}
+
+/// The next JSON frame of one of these types (others are skipped), within `patience`.
+pub async fn next_frame_within(socket: &mut Socket, kinds: &[&str], patience: Duration) -> Fallible<Value> {
     let kind = kinds.join(" or ");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         let frame = tokio::time::timeout_at(deadline, socket.next())
             .await
-            .map_err(|_| format!("no {kind} frame within {PATIENCE:?}"))?;
+            .map_err(|_| format!("no {kind} frame within {patience:?}"))?;
         match frame {
             Some(Ok(Frame::Text(text))) => {
                 let value: Value = serde_json::from_str(text.as_str())?;
