@@ -9,6 +9,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's allocator: a server holding tens of thousands of toys keeps
+/// a few small allocations per toy alive among the short-lived ones of every request, and
+/// glibc kept more memory resident around them; mimalloc is also faster on the message
+/// path. Single runs: 19,000 idle toys 4.4 -> 3.5 KB each, the relay 92k -> 125k msg/s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // One TLS provider for the whole process (HTTPS and PostgreSQL alike).
