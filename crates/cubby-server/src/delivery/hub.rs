@@ -122,7 +122,8 @@ impl Mailbox {
     }
 
     /// Waits for something to be put in, then takes all there is.
-    pub async fn take(&self) -> Delivered {
+    #[cfg(test)]
+    async fn take(&self) -> Delivered {
         std::future::poll_fn(|cx| self.poll_take(cx)).await
     }
 }

@@ -10,6 +10,7 @@ use crate::common::api::{self, Session};
 use crate::common::devices::{device, device_token, paired_device_at, texts};
 use crate::common::socket::{next_frame_of, next_frame_within, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client};
+use cubby_client::{ConversationId, Messenger};
 use serde_json::{Value, json};
 
 const IDLE: Duration = Duration::from_millis(700);
@@ -33,23 +34,43 @@ async fn put_quiet_hours(server: &Server, guardian: &Session, family: &str, chil
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
-async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres: bool) -> TestResult {
-    let dirs = Dirs::new()?;
+/// A family with a child, a guardian's phone and the child's toy, in one conversation.
+struct Household {
+    _dirs: Dirs,
+    _local: tempfile::TempDir,
+    server: Server,
+    guardian: Session,
+    family: String,
+    child: String,
+    phone: Messenger,
+    toy: Messenger,
+    /// The toy's key, to open a raw socket as the toy.
+    toy_secret: [u8; 32],
+    chat: ConversationId,
+}
+
+async fn household(postgres: bool) -> Fallible<Household> {
+    let _dirs = Dirs::new()?;
     let server = if postgres {
-        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
+        Server::start(&_dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
     } else {
-        Server::start(&dirs.args(None))?
+        Server::start(&_dirs.args(None))?
     };
-    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let guardian = api::guardian(&server, &_dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
     let family = api::family(&server, &guardian, "The Family").await?;
-    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
+    api::consent(&server, &_dirs.outbox(), &guardian, &family).await?;
     let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
-    let local = tempfile::tempdir()?;
-    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
-    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let _local = tempfile::tempdir()?;
+    let phone = device(&server, _local.path(), "phone", &guardian, &family, None).await?;
+    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, _local.path(), "toy", &guardian, &family, Some(&child)).await?;
     let chat = phone.create_conversation().await?;
     phone.invite(&chat, toy.device_id()).await?;
     toy.sync(IDLE).await?;
+    Ok(Household { _dirs, _local, server, guardian, family, child, phone, toy, toy_secret, chat })
+}
+
+async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres: bool) -> TestResult {
+    let Household { _dirs, _local, server, guardian, family, child, phone, toy, toy_secret, chat } = household(postgres).await?;
 
     // Bedtime now: from an hour ago to an hour from now.
     let (start, end) = (utc_time(-60)?, utc_time(60)?);
@@ -99,22 +120,7 @@ async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres
 /// read again only every minute, on PostgreSQL every 5 s; the release comes within a few
 /// seconds of the window's end, not a poll later.)
 async fn a_held_message_goes_out_on_an_open_connection_when_the_window_ends(postgres: bool) -> TestResult {
-    let dirs = Dirs::new()?;
-    let server = if postgres {
-        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
-    } else {
-        Server::start(&dirs.args(None))?
-    };
-    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
-    let family = api::family(&server, &guardian, "The Family").await?;
-    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
-    let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
-    let local = tempfile::tempdir()?;
-    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
-    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
-    let chat = phone.create_conversation().await?;
-    phone.invite(&chat, toy.device_id()).await?;
-    toy.sync(IDLE).await?;
+    let Household { _dirs, _local, server, guardian, family, child, phone, toy, toy_secret, chat } = household(postgres).await?;
 
     // A window that ends at a minute's turn, at least 20 s from now (the setup's time).
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
