@@ -12,6 +12,9 @@ pub trait ScheduleStore {
     async fn set_quiet_hours(&self, family: FamilyId, child: ChildId, sealed: &[u8], at: i64) -> Result<bool, StoreError>;
     /// A child's sealed schedule, if it has one.
     async fn quiet_hours(&self, child: ChildId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// When each of these children's schedules was last set, for those that have one (any
+    /// number of ids, in any order): a node looks for changes made elsewhere with this.
+    async fn quiet_hours_set_at(&self, children: &[ChildId]) -> Result<Vec<(ChildId, i64)>, StoreError>;
     /// Removes a child's schedule; false if there was none in this family.
     async fn delete_quiet_hours(&self, family: FamilyId, child: ChildId) -> Result<bool, StoreError>;
     /// Counts one send of the child's toys on the day starting at `day_start`, unless

@@ -305,6 +305,36 @@ async fn only_paired_unrevoked_devices_are_active(h: Harness) -> TestResult {
     Ok(())
 }
 
+async fn a_node_learns_when_schedules_were_set(h: Harness) -> TestResult {
+    use cubby_core::ChildId;
+    use cubby_store::{ChildRow, FamilyStore, ScheduleStore};
+    let f = family(&[7]);
+    h.store.create_family(&f, &key(KeyOwner::Family(f.id), "m1", b"k"), None).await?;
+    let mut children = Vec::new();
+    for n in 0..3 {
+        let child = ChildRow { id: ChildId::random(), family_id: f.id, created_at: 1, nickname_sealed: vec![n], age_band_sealed: vec![n] };
+        h.store.create_child(&child, &key(KeyOwner::Child(child.id), "m1", b"k")).await?;
+        children.push(child.id);
+    }
+    let (bedtime, reset, none) = (children[0], children[1], children[2]);
+    assert!(h.store.set_quiet_hours(f.id, bedtime, b"sealed", 100).await?);
+    assert!(h.store.set_quiet_hours(f.id, reset, b"sealed", 100).await?);
+    assert!(h.store.set_quiet_hours(f.id, reset, b"sealed again", 250).await?);
+    // Over one statement's worth of ids, most of them unknown.
+    let mut asked: Vec<ChildId> = (0..600).map(|_| ChildId::random()).collect();
+    asked.splice(300..300, [bedtime, none]);
+    asked.push(reset);
+    let mut set_at = h.store.quiet_hours_set_at(&asked).await?;
+    set_at.sort();
+    let mut expected = vec![(bedtime, 100), (reset, 250)];
+    expected.sort();
+    assert_eq!(set_at, expected);
+    assert!(h.store.delete_quiet_hours(f.id, bedtime).await?);
+    assert_eq!(h.store.quiet_hours_set_at(&[bedtime, reset]).await?, [(reset, 250)]);
+    assert!(h.store.quiet_hours_set_at(&[]).await?.is_empty());
+    Ok(())
+}
+
 /// A family with `count` paired devices; `seed` keeps their codes and keys unique.
 async fn family_with_devices(
     h: &Harness,
@@ -750,6 +780,7 @@ store_suite!(
     two_guardians_leaving_at_once_never_orphan_a_family,
     a_pairing_completes_once_and_revocation_kills_tokens,
     only_paired_unrevoked_devices_are_active,
+    a_node_learns_when_schedules_were_set,
     key_packages_are_claimed_once_and_the_last_resort_is_kept,
     a_commit_moves_its_group_on_once,
     queues_are_per_device_and_a_message_goes_when_all_acknowledged,

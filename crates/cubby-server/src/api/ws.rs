@@ -11,7 +11,6 @@
 //! `{"type":"wipe"}`; a revoked device's connection is closed with code 4001.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,14 +25,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use cubby_core::quiet_hours::QuietHours;
 use cubby_store::{DeviceRow, QueuedMessage};
-use tokio::time::{Interval, Sleep};
+use tokio::time::Sleep;
 use serde::{Deserialize, Serialize};
 
 use super::messaging::{SendMessage, outgoing};
 use crate::delivery::hub::{Delivered, Mailbox, Pushed};
 use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
-use crate::delivery::{Delivery, IN_FLIGHT, POLL_EVERY, Submitted, TOP_UP_BELOW};
+use crate::delivery::{Delivery, IN_FLIGHT, Submitted, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::vault::now_millis;
@@ -47,9 +46,6 @@ pub const CLOSE_REVOKED: u16 = 4001;
 /// 8.7 KB in all, this 5.1 KB; relaying 318-byte messages was no slower (fewer frames per
 /// read call).
 const READ_BUFFER: usize = 512;
-/// Polls between two reads of the whole queue where messages become visible in id order
-/// (SQLite): a minute, at [`POLL_EVERY`].
-const RESCAN_IN_ORDER_EVERY: u32 = 12;
 /// A wake-up may mean another device claimed one of this device's KeyPackages; the count
 /// is looked at no more often than this (wake-ups come with every message).
 const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -137,7 +133,7 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
 struct Connection {
     delivery: Arc<Delivery>,
     device: DeviceRow,
-    /// A child's toy: its quiet hours, re-read at every poll.
+    /// A child's toy: its quiet hours, read again when the node's polls say they changed.
     schedule: Option<QuietHours>,
     /// When the quiet window holding messages back ends (ms), if one does.
     held_until: Option<i64>,
@@ -157,8 +153,6 @@ struct Connection {
     key_packages_checked: Option<tokio::time::Instant>,
     /// Frames written to the socket's buffer but not yet to the network: see [`Self::emit`].
     unflushed: bool,
-    /// Polls of the database so far (every [`POLL_EVERY`]).
-    polls: u32,
     /// Boxed, and made at the first send: most toys mostly listen.
     sending: Option<Box<Sending>>,
 }
@@ -191,12 +185,11 @@ enum Event {
     Written(u64, Result<Submitted, Message>),
     /// The quiet window ended: what it held goes out now.
     Released,
-    Poll,
 }
 
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
-        Self { delivery, device, schedule: None, held_until: None, release: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, polls: 0, sending: None }
+        Self { delivery, device, schedule: None, held_until: None, release: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, sending: None }
     }
 
     /// The connection's task, which lives as long as the connection and holds its future:
@@ -217,12 +210,8 @@ impl Connection {
     /// does between waits is boxed: reading the queue, handling an event. Those take their
     /// room (up to 1.8 KB, for a send) only while they run.
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        let subscription = self.delivery.hub().subscribe(self.device.id);
+        let subscription = self.delivery.hub().subscribe(self.device.id, self.device.child_id);
         Box::pin(self.start(socket)).await?;
-        // At a random phase: toys that connect together (all of them, after a restart)
-        // would otherwise poll the database together, every interval, for good.
-        let phase = POLL_EVERY.mul_f64(RandomState::new().hash_one(self.device.id) as f64 / u64::MAX as f64);
-        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + phase, POLL_EVERY);
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
@@ -232,7 +221,7 @@ impl Connection {
                 socket.flush().await?;
             }
             self.arm_release();
-            let event = std::future::poll_fn(|cx| self.poll_event(cx, socket, &subscription.mailbox, &mut poll)).await;
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, socket, &subscription.mailbox)).await;
             if Box::pin(self.on_event(socket, event)).await?.is_break() {
                 return Ok(());
             }
@@ -277,6 +266,20 @@ impl Connection {
                     self.look_again = true;
                     self.report_key_packages(socket).await?;
                 }
+                // The node's polls (delivery::polls): revocations made on another node come
+                // as `revoked`, quiet hours set or lifted anywhere as `schedule_changed`.
+                if delivered.schedule_changed {
+                    let schedule = self.delivery.schedule_of(&self.device).await;
+                    // What the old schedule held back may go now, or what the new one
+                    // holds must stop.
+                    if schedule != self.schedule {
+                        self.schedule = schedule;
+                        self.rescan();
+                    }
+                }
+                if delivered.rescan {
+                    self.rescan();
+                }
             }
             Event::Written(reference, send) => {
                 self.answer(socket, reference, send).await?;
@@ -285,27 +288,7 @@ impl Connection {
                     self.answer(socket, reference, send).await?;
                 }
             }
-            Event::Released => {
-                self.cursor = 0;
-                self.look_again = true;
-            }
-            // Revocations made on another node come through the hub (delivery::revocations).
-            Event::Poll => {
-                let schedule = self.delivery.schedule_of(&self.device).await;
-                // Quiet hours changed: what they held back may go now.
-                let changed = schedule != self.schedule;
-                self.schedule = schedule;
-                self.polls = self.polls.wrapping_add(1);
-                // On PostgreSQL a message can become visible below the cursor: the queue
-                // is read again from the start at every poll. On SQLite the writer
-                // pushes whatever it stores, so that read is only a safety net, and it
-                // was half of what idle toys cost the server.
-                let in_id_order = self.delivery.store().engine().messages_visible_in_id_order();
-                if changed || !in_id_order || self.polls.is_multiple_of(RESCAN_IN_ORDER_EVERY) {
-                    self.cursor = 0;
-                    self.look_again = true;
-                }
-            }
+            Event::Released => self.rescan(),
         }
         Ok(ControlFlow::Continue(()))
     }
@@ -314,7 +297,7 @@ impl Connection {
     /// an idle toy's task is little more than the connection and its socket (a `select!`
     /// over these futures took 792 bytes of it). The writer's work comes first: the mailbox
     /// is taken whole and ready answers are drained together, so neither starves the socket.
-    fn poll_event(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket, mailbox: &Mailbox, poll: &mut Interval) -> Poll<Event> {
+    fn poll_event(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket, mailbox: &Mailbox) -> Poll<Event> {
         if let Poll::Ready(delivered) = mailbox.poll_take(cx) {
             return Poll::Ready(Event::Delivered(delivered));
         }
@@ -324,23 +307,20 @@ impl Connection {
             }
             // Too many sends awaiting their answer: their answers first (back-pressure).
             if sending.awaiting.len() >= PENDING_SENDS {
-                return self.poll_timers(cx, poll);
+                return self.poll_release(cx);
             }
         }
         if let Poll::Ready(frame) = socket.poll_next_unpin(cx) {
             return Poll::Ready(Event::Frame(frame));
         }
-        self.poll_timers(cx, poll)
+        self.poll_release(cx)
     }
 
-    fn poll_timers(&mut self, cx: &mut Context<'_>, poll: &mut Interval) -> Poll<Event> {
-        if let Some((_, release)) = self.release.as_mut()
-            && release.as_mut().poll(cx).is_ready()
-        {
-            self.release = None;
-            return Poll::Ready(Event::Released);
-        }
-        poll.poll_tick(cx).map(|_| Event::Poll)
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let Some((_, release)) = self.release.as_mut() else { return Poll::Pending };
+        std::task::ready!(release.as_mut().poll(cx));
+        self.release = None;
+        Poll::Ready(Event::Released)
     }
 
     /// The next answer, if the writer has already stored or refused its send.
@@ -438,6 +418,12 @@ impl Connection {
     async fn emit(&mut self, socket: &mut WebSocket, frame: Message) -> Result<(), axum::Error> {
         self.unflushed = true;
         socket.feed(frame).await
+    }
+
+    /// Reads the whole queue again, from the start, before the next wait.
+    fn rescan(&mut self) {
+        self.cursor = 0;
+        self.look_again = true;
     }
 
     fn fall_behind(&mut self) {

@@ -5,12 +5,13 @@
 //! behind, or its mailbox overflowed) it reads from the queue, so a lost push or wake-up
 //! costs a read or a poll interval, never a message.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use axum::extract::ws::Utf8Bytes;
-use cubby_core::DeviceId;
+use cubby_core::{ChildId, DeviceId};
 use cubby_store::QueuedMessage;
 
 /// Pushes a connection's mailbox holds before it overflows (and the connection reads its
@@ -53,13 +54,15 @@ struct Held {
     overflowed: bool,
     woken: bool,
     revoked: bool,
+    schedule_changed: bool,
+    rescan: bool,
     /// The connection's task, waiting for something to be put in.
     waiting: Option<Waker>,
 }
 
 impl Held {
     fn is_empty(&self) -> bool {
-        self.pushes.is_empty() && !self.overflowed && !self.woken && !self.revoked
+        self.pushes.is_empty() && !self.overflowed && !self.woken && !self.revoked && !self.schedule_changed && !self.rescan
     }
 }
 
@@ -72,6 +75,10 @@ pub struct Delivered {
     pub woken: bool,
     /// The device was revoked: close the connection now.
     pub revoked: bool,
+    /// The child's quiet hours may have changed: read them again.
+    pub schedule_changed: bool,
+    /// Read the whole queue again (see `delivery::polls`).
+    pub rescan: bool,
 }
 
 impl Mailbox {
@@ -118,6 +125,8 @@ impl Mailbox {
             woken: std::mem::take(&mut held.woken),
             // Stays set: a revoked device's connection is told so at every take.
             revoked: held.revoked,
+            schedule_changed: std::mem::take(&mut held.schedule_changed),
+            rescan: std::mem::take(&mut held.rescan),
         })
     }
 
@@ -130,8 +139,17 @@ impl Mailbox {
 
 #[derive(Default)]
 pub struct Hub {
-    /// The mailboxes of each device's connections on this node.
-    devices: Mutex<HashMap<DeviceId, Vec<Arc<Mailbox>>>>,
+    /// Each device with a connection on this node: its child, and its connections' mailboxes.
+    devices: Mutex<HashMap<DeviceId, Connected>>,
+    /// Spreads the devices over the slices of [`Hub::rescan`].
+    slicing: RandomState,
+}
+
+#[derive(Default)]
+struct Connected {
+    /// A toy's child, whose quiet hours apply to it.
+    child: Option<ChildId>,
+    mailboxes: Vec<Arc<Mailbox>>,
 }
 
 /// A connection's subscription; dropping the last one forgets the device.
@@ -144,10 +162,10 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Ok(mut devices) = self.hub.devices.lock()
-            && let Some(mailboxes) = devices.get_mut(&self.device)
+            && let Some(connected) = devices.get_mut(&self.device)
         {
-            mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
-            if mailboxes.is_empty() {
+            connected.mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
+            if connected.mailboxes.is_empty() {
                 devices.remove(&self.device);
             }
         }
@@ -155,11 +173,13 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn subscribe(self: &Arc<Self>, device: DeviceId) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, device: DeviceId, child: Option<ChildId>) -> Subscription {
         let mailbox = Arc::new(Mailbox::default());
         // A poisoned map only loses live wake-ups and pushes; the connection still polls.
         if let Ok(mut devices) = self.devices.lock() {
-            devices.entry(device).or_default().push(mailbox.clone());
+            let connected = devices.entry(device).or_default();
+            connected.child = child;
+            connected.mailboxes.push(mailbox.clone());
         }
         Subscription { device, mailbox, hub: self.clone() }
     }
@@ -169,12 +189,46 @@ impl Hub {
         self.devices.lock().map(|devices| devices.keys().copied().collect()).unwrap_or_default()
     }
 
+    /// The children whose toys have a connection on this node.
+    pub fn connected_children(&self) -> Vec<ChildId> {
+        let Ok(devices) = self.devices.lock() else { return Vec::new() };
+        let children: HashSet<ChildId> = devices.values().filter_map(|connected| connected.child).collect();
+        children.into_iter().collect()
+    }
+
     /// Calls `change` on the mailbox of every connection of `device` on this node.
     fn tell(&self, device: &DeviceId, change: impl Fn(&mut Held)) {
         let Ok(map) = self.devices.lock() else { return };
-        for mailbox in map.get(device).into_iter().flatten() {
+        for mailbox in map.get(device).into_iter().flat_map(|connected| &connected.mailboxes) {
             mailbox.change(&change);
         }
+    }
+
+    /// Calls `change` on the mailbox of every connection on this node whose device `matches`.
+    fn tell_all(&self, matches: impl Fn(&DeviceId, &Connected) -> bool, change: impl Fn(&mut Held)) {
+        let Ok(map) = self.devices.lock() else { return };
+        for (device, connected) in map.iter() {
+            if matches(device, connected) {
+                for mailbox in &connected.mailboxes {
+                    mailbox.change(&change);
+                }
+            }
+        }
+    }
+
+    /// Tells the connections of these children's toys to read their quiet hours again.
+    pub fn schedules_changed(&self, children: &HashSet<ChildId>) {
+        self.tell_all(
+            |_, connected| connected.child.is_some_and(|child| children.contains(&child)),
+            |held| held.schedule_changed = true,
+        );
+    }
+
+    /// Tells one slice of this node's connections, `slice` of `slices`, to read their whole
+    /// queue again: a pass over every slice reaches each connection once, and no more of
+    /// them read at once than one slice.
+    pub fn rescan(&self, slice: u64, slices: u64) {
+        self.tell_all(|device, _| self.slicing.hash_one(device) % slices == slice, |held| held.rescan = true);
     }
 
     /// Wakes every connection of these devices on this node.
@@ -189,7 +243,7 @@ impl Hub {
     pub fn push(&self, message: &Arc<Pushed>, devices: &[DeviceId]) {
         let Ok(map) = self.devices.lock() else { return };
         for device in devices {
-            for mailbox in map.get(device).into_iter().flatten() {
+            for mailbox in map.get(device).into_iter().flat_map(|connected| &connected.mailboxes) {
                 mailbox.put(message);
             }
         }
@@ -226,9 +280,9 @@ mod tests {
     async fn pushes_reach_only_their_recipients_and_a_full_mailbox_overflows() {
         let hub = Arc::new(Hub::default());
         let (to, other) = (DeviceId::random(), DeviceId::random());
-        let recipient = hub.subscribe(to);
-        let second_connection = hub.subscribe(to);
-        let bystander = hub.subscribe(other);
+        let recipient = hub.subscribe(to, None);
+        let second_connection = hub.subscribe(to, None);
+        let bystander = hub.subscribe(other, None);
         let first = pushed(1);
         hub.push(&first, &[to]);
         hub.push(&pushed(2), &[to]);
@@ -258,14 +312,56 @@ mod tests {
         hub.push(&pushed(99), &[other]);
         assert!(hub.devices.lock().is_ok_and(|d| !d.contains_key(&other)));
         drop(recipient);
-        assert!(hub.devices.lock().is_ok_and(|d| d.get(&to).is_some_and(|mailboxes| mailboxes.len() == 1)));
+        assert!(hub.devices.lock().is_ok_and(|d| d.get(&to).is_some_and(|connected| connected.mailboxes.len() == 1)));
+    }
+
+    /// What a connection would take now, without waiting.
+    fn ready(subscription: &Subscription) -> Option<Delivered> {
+        match subscription.mailbox.poll_take(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(delivered) => Some(delivered),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn schedule_changes_and_rescans_reach_the_right_connections() {
+        let hub = Arc::new(Hub::default());
+        let (child, other_child) = (ChildId::random(), ChildId::random());
+        let toys = [hub.subscribe(DeviceId::random(), Some(child)), hub.subscribe(DeviceId::random(), Some(child))];
+        let other_toy = hub.subscribe(DeviceId::random(), Some(other_child));
+        let phone = hub.subscribe(DeviceId::random(), None);
+        let mut children = hub.connected_children();
+        children.sort();
+        let mut expected = vec![child, other_child];
+        expected.sort();
+        assert_eq!(children, expected);
+
+        hub.schedules_changed(&HashSet::from([child]));
+        for toy in &toys {
+            assert!(ready(toy).is_some_and(|d| d.schedule_changed && !d.rescan), "the child's toys read their schedule again");
+        }
+        assert!(ready(&other_toy).is_none() && ready(&phone).is_none(), "no one else is told");
+
+        // A pass over the slices tells each connection once, whatever its slice.
+        let everyone = [&toys[0], &toys[1], &other_toy, &phone];
+        let mut told = [0; 4];
+        for slice in 0..7 {
+            hub.rescan(slice, 7);
+            for (count, connection) in told.iter_mut().zip(everyone) {
+                if let Some(delivered) = ready(connection) {
+                    assert!(delivered.rescan && !delivered.schedule_changed);
+                    *count += 1;
+                }
+            }
+        }
+        assert_eq!(told, [1; 4]);
     }
 
     #[tokio::test]
     async fn wake_ups_and_revocations_reach_every_connection_of_their_device_only() {
         let hub = Arc::new(Hub::default());
         let (device, other) = (DeviceId::random(), DeviceId::random());
-        let (first, second, bystander) = (hub.subscribe(device), hub.subscribe(device), hub.subscribe(other));
+        let (first, second, bystander) = (hub.subscribe(device, None), hub.subscribe(device, None), hub.subscribe(other, None));
         let mut connected = hub.connected();
         connected.sort();
         let mut expected = vec![device, other];

@@ -9,7 +9,7 @@ pub mod hub;
 pub mod membership;
 pub mod mls_rules;
 pub mod quiet_hours;
-pub mod revocations;
+pub mod polls;
 pub mod sender_facts;
 
 use std::collections::BTreeSet;
@@ -103,7 +103,7 @@ impl Delivery {
         let store = vault.store().clone();
         let external_sender_seed = *vault.system_key().external_sender_seed();
         let hub = Arc::new(Hub::default());
-        revocations::watch(&hub, store.clone());
+        polls::start(&hub, store.clone());
         Self {
             vault,
             writer: GroupCommit::start(store.clone(), hub.clone(), metrics),

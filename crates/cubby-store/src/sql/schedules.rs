@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use cubby_core::{ChildId, FamilyId};
 
-use super::SqlStore;
-use super::BeginWrite;
+use super::messaging::IDS_PER_STATEMENT;
+use super::{BeginWrite, SqlStore, parse_id};
 use crate::{ScheduleStore, StoreError};
 
 #[async_trait]
@@ -34,6 +34,25 @@ impl ScheduleStore for SqlStore {
                 .await
         })?;
         Ok(row.map(|(sealed,)| sealed))
+    }
+
+    async fn quiet_hours_set_at(&self, children: &[ChildId]) -> Result<Vec<(ChildId, i64)>, StoreError> {
+        let mut set_at = Vec::new();
+        for chunk in children.chunks(IDS_PER_STATEMENT) {
+            let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| {
+                let mut select = sqlx::QueryBuilder::new("SELECT child_id, updated_at FROM quiet_hours WHERE child_id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.to_string());
+                }
+                select.push(")");
+                select.build_query_as().fetch_all(pool).await
+            })?;
+            for (child, at) in rows {
+                set_at.push((parse_id(&child)?, at));
+            }
+        }
+        Ok(set_at)
     }
 
     async fn delete_quiet_hours(&self, family: FamilyId, child: ChildId) -> Result<bool, StoreError> {

@@ -1,11 +1,14 @@
 //! A device's live connection (`/api/v1/ws`) and what guardians do to devices: a revoked
 //! toy's open connection is closed within a second (within a poll interval when it is
 //! connected to another node) and it cannot connect again; a toy flagged as lost is told
-//! to wipe itself when it connects.
+//! to wipe itself when it connects; a message stored through another node reaches an open
+//! connection within a poll interval.
 
 use std::time::{Duration, Instant};
 
 use crate::common::api::{self, Session};
+use crate::common::devices::{device_token, paired_device_at};
+use crate::common::socket::{next_frame_of, open_socket};
 use crate::common::{Dirs, Fallible, Server, TestResult, client};
 use cubby_client::{CubbyClient, DeviceKey, DeviceKind, PairingPoll};
 use futures_util::StreamExt;
@@ -125,6 +128,45 @@ async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestRes
 
     revoke(&second, &toy).await?;
     closed_as_revoked(&mut socket, Duration::from_secs(8)).await?;
+    first.stop()?;
+    second.stop()?;
+    Ok(())
+}
+
+/// Two nodes on one PostgreSQL database: the toy is connected to one, and a message for it
+/// is stored through the other, whose writer cannot hand it to the toy's connection. The
+/// first node's polls have the connection read its queue again within the poll interval.
+#[tokio::test]
+async fn a_message_stored_through_another_node_arrives_within_a_poll() -> TestResult {
+    let dirs = Dirs::new()?;
+    let database = cubby_store::testing::fresh_postgres_database().await?;
+    let first = Server::start(&dirs.args(Some(&database)))?;
+    let elsewhere = Dirs::new()?;
+    let second = Server::start(&[
+        "--data-dir".to_owned(),
+        elsewhere.data().display().to_string(),
+        "--key-dir".to_owned(),
+        dirs.keys().display().to_string(),
+        "--database-url".to_owned(),
+        database.clone(),
+    ])?;
+    let guardian = api::guardian(&first, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let family = api::family(&first, &guardian, "The Family").await?;
+    api::consent(&first, &dirs.outbox(), &guardian, &family).await?;
+    let child = api::child(&first, &guardian, &family, "Sam", "6_8").await?;
+    let local = tempfile::tempdir()?;
+    let (phone, _) = paired_device_at(&first, &second.base_url, local.path(), "phone", &guardian, &family, None).await?;
+    let (toy, toy_secret) = paired_device_at(&first, &first.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let mut socket = open_socket(&first, &device_token(&first, toy_secret, toy.device_id()).await?).await?;
+
+    // Past the first node's first pass of polls (which has every connection read its
+    // queue), so that a later pass must find what the second node stores.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The invitation's Welcome is stored by the second node, for the toy on the first.
+    let chat = phone.create_conversation().await?;
+    phone.invite(&chat, toy.device_id()).await?;
+    let welcome = next_frame_of(&mut socket, "message").await?;
+    assert_eq!(welcome["kind"].as_str(), Some("welcome"), "{welcome}");
     first.stop()?;
     second.stop()?;
     Ok(())
