@@ -149,6 +149,9 @@ pub struct Hub {
 struct Connected {
     /// A toy's child, whose quiet hours apply to it.
     child: Option<ChildId>,
+    /// Which slice of [`Hub::rescan`] the device falls in, as a hash (made at subscribing,
+    /// not under the map's lock at every slice).
+    slice_key: u64,
     mailboxes: Vec<Arc<Mailbox>>,
 }
 
@@ -175,10 +178,12 @@ impl Drop for Subscription {
 impl Hub {
     pub fn subscribe(self: &Arc<Self>, device: DeviceId, child: Option<ChildId>) -> Subscription {
         let mailbox = Arc::new(Mailbox::default());
+        let slice_key = self.slicing.hash_one(device);
         // A poisoned map only loses live wake-ups and pushes; the connection still polls.
         if let Ok(mut devices) = self.devices.lock() {
             let connected = devices.entry(device).or_default();
             connected.child = child;
+            connected.slice_key = slice_key;
             connected.mailboxes.push(mailbox.clone());
         }
         Subscription { device, mailbox, hub: self.clone() }
@@ -205,10 +210,10 @@ impl Hub {
     }
 
     /// Calls `change` on the mailbox of every connection on this node whose device `matches`.
-    fn tell_all(&self, matches: impl Fn(&DeviceId, &Connected) -> bool, change: impl Fn(&mut Held)) {
+    fn tell_all(&self, matches: impl Fn(&Connected) -> bool, change: impl Fn(&mut Held)) {
         let Ok(map) = self.devices.lock() else { return };
-        for (device, connected) in map.iter() {
-            if matches(device, connected) {
+        for connected in map.values() {
+            if matches(connected) {
                 for mailbox in &connected.mailboxes {
                     mailbox.change(&change);
                 }
@@ -219,7 +224,7 @@ impl Hub {
     /// Tells the connections of these children's toys to read their quiet hours again.
     pub fn schedules_changed(&self, children: &HashSet<ChildId>) {
         self.tell_all(
-            |_, connected| connected.child.is_some_and(|child| children.contains(&child)),
+            |connected| connected.child.is_some_and(|child| children.contains(&child)),
             |held| held.schedule_changed = true,
         );
     }
@@ -228,7 +233,7 @@ impl Hub {
     /// queue again: a pass over every slice reaches each connection once, and no more of
     /// them read at once than one slice.
     pub fn rescan(&self, slice: u64, slices: u64) {
-        self.tell_all(|device, _| self.slicing.hash_one(device) % slices == slice, |held| held.rescan = true);
+        self.tell_all(|connected| connected.slice_key % slices == slice, |held| held.rescan = true);
     }
 
     /// Wakes every connection of these devices on this node.
