@@ -270,8 +270,8 @@ impl Connection {
                 // as `revoked`, quiet hours set or lifted anywhere as `schedule_changed`.
                 if delivered.schedule_changed {
                     let schedule = self.delivery.schedule_of(&self.device).await;
-                    // What the old schedule held back may go now, or what the new one
-                    // holds must stop.
+                    // The queue is read again under the new schedule: what the old one
+                    // held back may go now; what the new one holds stays queued.
                     if schedule != self.schedule {
                         self.schedule = schedule;
                         self.rescan();
