@@ -105,15 +105,12 @@ async fn closed_as_revoked(socket: &mut Socket, within: Duration) -> TestResult 
     Ok(())
 }
 
-/// Two nodes on one PostgreSQL database: the toy is connected to one, its guardian revokes
-/// it through the other. The news reaches the first node through the database, within
-/// its poll interval (5 s).
-#[tokio::test]
-async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestResult {
+/// Two nodes on one fresh PostgreSQL database, each with a data directory of its own (one
+/// process per directory) and the same keys; the first node's directories come first.
+async fn two_nodes() -> Fallible<(Dirs, Dirs, Server, Server)> {
     let dirs = Dirs::new()?;
     let database = cubby_store::testing::fresh_postgres_database().await?;
     let first = Server::start(&dirs.args(Some(&database)))?;
-    // A data directory of its own (one process per directory), the same keys and database.
     let elsewhere = Dirs::new()?;
     let second = Server::start(&[
         "--data-dir".to_owned(),
@@ -121,8 +118,17 @@ async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestRes
         "--key-dir".to_owned(),
         dirs.keys().display().to_string(),
         "--database-url".to_owned(),
-        database.clone(),
+        database,
     ])?;
+    Ok((dirs, elsewhere, first, second))
+}
+
+/// Two nodes on one PostgreSQL database: the toy is connected to one, its guardian revokes
+/// it through the other. The news reaches the first node through the database, within
+/// its poll interval (5 s).
+#[tokio::test]
+async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestResult {
+    let (dirs, _elsewhere, first, second) = two_nodes().await?;
     let toy = paired_toy(&first, &dirs).await?;
     let mut socket = connect(&first, &toy.token).await?;
 
@@ -138,18 +144,7 @@ async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestRes
 /// first node's polls have the connection read its queue again within the poll interval.
 #[tokio::test]
 async fn a_message_stored_through_another_node_arrives_within_a_poll() -> TestResult {
-    let dirs = Dirs::new()?;
-    let database = cubby_store::testing::fresh_postgres_database().await?;
-    let first = Server::start(&dirs.args(Some(&database)))?;
-    let elsewhere = Dirs::new()?;
-    let second = Server::start(&[
-        "--data-dir".to_owned(),
-        elsewhere.data().display().to_string(),
-        "--key-dir".to_owned(),
-        dirs.keys().display().to_string(),
-        "--database-url".to_owned(),
-        database.clone(),
-    ])?;
+    let (dirs, _elsewhere, first, second) = two_nodes().await?;
     let guardian = api::guardian(&first, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
     let family = api::family(&first, &guardian, "The Family").await?;
     api::consent(&first, &dirs.outbox(), &guardian, &family).await?;
