@@ -47,7 +47,7 @@ pub const MAX_PAST_EPOCHS: u64 = 5;
 /// How often what another node changed is looked for: a device revoked there, a child's
 /// quiet hours, and (on PostgreSQL) messages stored there. A wake-up lost costs at most
 /// this on PostgreSQL; on SQLite, whose one writer pushes all it stores, the queue is
-/// read again only every twelfth poll (`api::ws`).
+/// read again only every twelfth poll (`delivery::polls`).
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Delivery {

@@ -4,10 +4,10 @@
 //! to the server. SQLite's side is [`super::batch_sqlite`].
 
 use cubby_core::DeviceId;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 
 use super::messaging::{INSERT_MEMBER, IDS_PER_STATEMENT};
-use super::{BeginWrite, parse_id};
+use super::{BeginWrite, parse_id, push_list};
 use crate::{Append, Appended, BatchWritten, NewMessage, StoreError};
 
 /// Messages in one multi-row insert (seven parameters each).
@@ -168,13 +168,3 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
     Ok(BatchWritten { appended: outcomes, acknowledged, queued, batch })
 }
 
-/// Binds each value into a comma-separated list (an `IN (…)`; the caller writes the brackets).
-fn push_list<'t, T>(query: &mut QueryBuilder<Postgres>, values: impl IntoIterator<Item = T>)
-where
-    T: sqlx::Encode<'t, Postgres> + sqlx::Type<Postgres>,
-{
-    let mut list = query.separated(", ");
-    for value in values {
-        list.push_bind(value);
-    }
-}

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use cubby_core::{DeviceId, FamilyId};
 
 use super::messaging::IDS_PER_STATEMENT;
-use super::{BeginWrite, SqlStore, parse_id, parse_opt_id};
+use super::{BeginWrite, SqlStore, parse_id, parse_opt_id, push_list};
 use crate::{Approval, DeviceRow, DeviceStore, PairingRow, StoreError};
 
 type PairingTuple = (
@@ -229,10 +229,7 @@ impl DeviceStore for SqlStore {
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let found: Vec<String> = on_pool!(&self.db, |pool| {
                 let mut select = sqlx::QueryBuilder::new("SELECT id FROM devices WHERE revoked_at IS NULL AND id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.to_string());
-                }
+                push_list(&mut select, chunk.iter().map(ToString::to_string));
                 select.push(")");
                 select.build_query_scalar().fetch_all(pool).await
             })?;

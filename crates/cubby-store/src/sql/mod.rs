@@ -74,6 +74,18 @@ impl SqlStore {
     }
 }
 
+/// Binds each value into a comma-separated list (an `IN (…)`; the caller writes the brackets).
+pub(crate) fn push_list<'t, DB, T>(query: &mut sqlx::QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
+where
+    DB: sqlx::Database,
+    T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+}
+
 /// Parses an id read back from the database.
 pub(crate) fn parse_id<T: FromStr>(text: &str) -> Result<T, StoreError> {
     text.parse().map_err(|_| StoreError::Corrupt(format!("not an id: {} characters", text.len())))

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use cubby_core::{ChildId, FamilyId};
 
 use super::messaging::IDS_PER_STATEMENT;
-use super::{BeginWrite, SqlStore, parse_id};
+use super::{BeginWrite, SqlStore, parse_id, push_list};
 use crate::{ScheduleStore, StoreError};
 
 #[async_trait]
@@ -41,10 +41,7 @@ impl ScheduleStore for SqlStore {
         for chunk in children.chunks(IDS_PER_STATEMENT) {
             let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| {
                 let mut select = sqlx::QueryBuilder::new("SELECT child_id, updated_at FROM quiet_hours WHERE child_id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.to_string());
-                }
+                push_list(&mut select, chunk.iter().map(ToString::to_string));
                 select.push(")");
                 select.build_query_as().fetch_all(pool).await
             })?;
