@@ -789,6 +789,17 @@ store_suite!(
     the_writer_leaves_nothing_dangling,
 );
 
+/// SQLite only: a new database is made with the page size the group commit was measured
+/// with (see `connect.rs`); sqlx must set it before it turns on WAL, or it is ignored.
+#[tokio::test]
+async fn a_new_sqlite_database_has_8_kib_pages() -> TestResult {
+    let h = sqlite().await?;
+    assert_eq!(raw_count(&h.url, "PRAGMA page_size").await?, 8192);
+    assert_eq!(raw_count(&h.url, "SELECT COUNT(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'").await?, 1);
+    h.store.close().await;
+    Ok(())
+}
+
 // ---- media ---------------------------------------------------------------------------------
 // Scenarios of their own module (the same `store_suite!` expansion), so that this section
 // is appended without touching the list above.
