@@ -50,23 +50,23 @@ struct Household {
 }
 
 async fn household(postgres: bool) -> Fallible<Household> {
-    let _dirs = Dirs::new()?;
+    let dirs = Dirs::new()?;
     let server = if postgres {
-        Server::start(&_dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
+        Server::start(&dirs.args(Some(&cubby_store::testing::fresh_postgres_database().await?)))?
     } else {
-        Server::start(&_dirs.args(None))?
+        Server::start(&dirs.args(None))?
     };
-    let guardian = api::guardian(&server, &_dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
+    let guardian = api::guardian(&server, &dirs.outbox(), "parent@example.org", "correct horse battery staple").await?;
     let family = api::family(&server, &guardian, "The Family").await?;
-    api::consent(&server, &_dirs.outbox(), &guardian, &family).await?;
+    api::consent(&server, &dirs.outbox(), &guardian, &family).await?;
     let child = api::child(&server, &guardian, &family, "Sam", "6_8").await?;
-    let _local = tempfile::tempdir()?;
-    let phone = device(&server, _local.path(), "phone", &guardian, &family, None).await?;
-    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, _local.path(), "toy", &guardian, &family, Some(&child)).await?;
+    let local = tempfile::tempdir()?;
+    let phone = device(&server, local.path(), "phone", &guardian, &family, None).await?;
+    let (toy, toy_secret) = paired_device_at(&server, &server.base_url, local.path(), "toy", &guardian, &family, Some(&child)).await?;
     let chat = phone.create_conversation().await?;
     phone.invite(&chat, toy.device_id()).await?;
     toy.sync(IDLE).await?;
-    Ok(Household { _dirs, _local, server, guardian, family, child, phone, toy, toy_secret, chat })
+    Ok(Household { _dirs: dirs, _local: local, server, guardian, family, child, phone, toy, toy_secret, chat })
 }
 
 async fn quiet_hours_hold_all_but_urgent_messages_until_the_window_ends(postgres: bool) -> TestResult {
