@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use cubby_core::quiet_hours::QuietHours;
+use cubby_core::{ChildId, DeviceId, FamilyId};
 use cubby_store::{DeviceRow, QueuedMessage};
 use tokio::time::Sleep;
 use serde::{Deserialize, Serialize};
@@ -125,14 +126,15 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
         // task, whose state (the callback, the socket's configuration) an idle toy would
         // otherwise keep for as long as it is connected: 344 bytes each.
         .on_upgrade(move |socket| {
-            tokio::spawn(Connection::new(delivery, device).serve(socket));
+            let wipe_requested = device.wipe_requested_at.is_some();
+            tokio::spawn(Connection::new(delivery, &device).serve(socket, wipe_requested));
             std::future::ready(())
         })
 }
 
 struct Connection {
     delivery: Arc<Delivery>,
-    device: DeviceRow,
+    device: Served,
     /// A child's toy: its quiet hours, read again when the node's polls say they changed.
     schedule: Option<QuietHours>,
     /// When the quiet window holding messages back ends (ms), if one does.
@@ -157,16 +159,34 @@ struct Connection {
     sending: Option<Box<Sending>>,
 }
 
-/// A connection's sends: what a send needs to know besides the message (kept for a while),
-/// and the sends checked and queued for storage, oldest first, each answered once stored.
-/// The writer answers this connection's task directly: no task or channel in between.
+/// The device a connection serves: all it keeps of the device's row while it listens. The
+/// row (its key, its sealed name, …) would cost each connected toy about 300 bytes more.
+struct Served {
+    id: DeviceId,
+    family: FamilyId,
+    child: Option<ChildId>,
+}
+
+/// A connection's sends: the device's row and what a send needs to know besides the message
+/// (kept for a while), and the sends checked and queued for storage, oldest first, each
+/// answered once stored. The writer answers this connection's task directly: no task or
+/// channel in between.
 struct Sending {
+    /// Read again at the connection's first send, so a device revoked since is refused.
+    device: DeviceRow,
     facts: SenderFacts,
     /// Answered in the order sent; a send refused by the checks waits its turn too.
     awaiting: VecDeque<(u64, Result<Submitted, Message>)>,
 }
 
 impl Sending {
+    /// A connection's sends, begun at its first with the device's row read again: `None`
+    /// for a device revoked since it connected.
+    async fn begin(delivery: &Delivery, device: DeviceId) -> Result<Option<Box<Self>>, ApiError> {
+        let row = delivery.store().device(device).await?.filter(|row| row.revoked_at.is_none());
+        Ok(row.map(|device| Box::new(Self { device, facts: SenderFacts::cached(), awaiting: VecDeque::new() })))
+    }
+
     /// The oldest send, once the writer has stored or refused it (at once, for one the
     /// checks refused).
     fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<(u64, Result<Submitted, Message>)> {
@@ -188,7 +208,8 @@ enum Event {
 }
 
 impl Connection {
-    fn new(delivery: Arc<Delivery>, device: DeviceRow) -> Self {
+    fn new(delivery: Arc<Delivery>, device: &DeviceRow) -> Self {
+        let device = Served { id: device.id, family: device.family_id, child: device.child_id };
         Self { delivery, device, schedule: None, held_until: None, release: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, sending: None }
     }
 
@@ -197,9 +218,9 @@ impl Connection {
     /// async fn keeps a second copy of its arguments (here the connection and the socket,
     /// 744 bytes) for as long as it runs.
     #[allow(clippy::manual_async_fn)] // deliberately not an async fn: see above
-    fn serve(mut self, mut socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+    fn serve(mut self, mut socket: WebSocket, wipe_requested: bool) -> impl Future<Output = ()> + Send + 'static {
         async move {
-            if let Err(error) = self.run(&mut socket).await {
+            if let Err(error) = self.run(&mut socket, wipe_requested).await {
                 tracing::debug!(%error, "device connection ended");
             }
         }
@@ -209,9 +230,9 @@ impl Connection {
     /// connection. So it only waits here, in place (see [`Self::poll_event`]), and all it
     /// does between waits is boxed: reading the queue, handling an event. Those take their
     /// room (up to 1.8 KB, for a send) only while they run.
-    async fn run(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        let subscription = self.delivery.hub().subscribe(self.device.id, self.device.child_id);
-        Box::pin(self.start(socket)).await?;
+    async fn run(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), axum::Error> {
+        let subscription = self.delivery.hub().subscribe(self.device.id, self.device.child);
+        Box::pin(self.start(socket, wipe_requested)).await?;
         loop {
             // The queue is read when something may have changed, not after every frame.
             if std::mem::take(&mut self.look_again) {
@@ -228,12 +249,12 @@ impl Connection {
         }
     }
 
-    async fn start(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
-        if self.device.wipe_requested_at.is_some() {
+    async fn start(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), axum::Error> {
+        if wipe_requested {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
         self.report_key_packages(socket).await?;
-        self.schedule = self.delivery.schedule_of(&self.device).await;
+        self.schedule = self.delivery.schedule_of(self.device.family, self.device.child).await;
         Ok(())
     }
 
@@ -242,7 +263,7 @@ impl Connection {
         match event {
             Event::Frame(None) => return Ok(ControlFlow::Break(())),
             Event::Frame(Some(incoming)) => match incoming? {
-                Message::Text(text) => self.on_frame(socket, text.as_str()).await?,
+                Message::Text(text) => return self.on_frame(socket, text.as_str()).await,
                 Message::Binary(_) => {
                     let error = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                     socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
@@ -269,7 +290,7 @@ impl Connection {
                 // The node's polls (delivery::polls): revocations made on another node come
                 // as `revoked`, quiet hours set or lifted anywhere as `schedule_changed`.
                 if delivered.schedule_changed {
-                    let schedule = self.delivery.schedule_of(&self.device).await;
+                    let schedule = self.delivery.schedule_of(self.device.family, self.device.child).await;
                     // The queue is read again under the new schedule: what the old one
                     // held back may go now; what the new one holds stays queued.
                     if schedule != self.schedule {
@@ -344,7 +365,8 @@ impl Connection {
         }
     }
 
-    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), axum::Error> {
+    /// Handles a frame from the device; `Break` when the connection is over.
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Result<ControlFlow<()>, axum::Error> {
         match serde_json::from_str::<FromDevice>(text) {
             Ok(FromDevice::Ack { ids }) => {
                 // Room in a full budget: what waited behind it can go out.
@@ -360,22 +382,36 @@ impl Connection {
                 }
             }
             Ok(FromDevice::Send { reference, body }) => {
-                let sending = self.sending.get_or_insert_with(|| Box::new(Sending { facts: SenderFacts::cached(), awaiting: VecDeque::new() }));
+                let mut sending = match self.sending.take() {
+                    Some(sending) => sending,
+                    None => match Sending::begin(&self.delivery, self.device.id).await {
+                        Ok(Some(sending)) => sending,
+                        Ok(None) => {
+                            close_revoked(socket).await?;
+                            return Ok(ControlFlow::Break(()));
+                        }
+                        // The connection's first send: it has no earlier answer to wait behind.
+                        Err(error) => {
+                            self.emit(socket, refusal(reference, &error)).await?;
+                            return Ok(ControlFlow::Continue(()));
+                        }
+                    },
+                };
                 // Checked and queued for the group commit before the previous send is
                 // durable (pipelined), in the order sent; answered once stored.
                 let submitted = match outgoing(body) {
-                    Ok(outgoing) => self.delivery.submit(&self.device, outgoing, &mut sending.facts).await,
+                    Ok(outgoing) => self.delivery.submit(&sending.device, outgoing, &mut sending.facts).await,
                     Err(error) => Err(error),
                 };
-                let submitted = submitted.map_err(|error| refusal(reference, &error));
-                sending.awaiting.push_back((reference, submitted));
+                sending.awaiting.push_back((reference, submitted.map_err(|error| refusal(reference, &error))));
+                self.sending = Some(sending);
             }
             Err(error) => {
                 let code = ApiError::new(cubby_core::ErrorCode::MalformedJson, "");
                 socket.send(error_frame(None, &code, format!("not a frame this server understands: {error}"))).await?;
             }
         }
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     }
 
     /// A message the writer has just stored for this device: sent at once if nothing

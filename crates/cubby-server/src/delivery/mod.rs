@@ -123,9 +123,8 @@ impl Delivery {
     }
 
     /// A child's quiet hours and daily limit, if set; `None` for a guardian's device.
-    pub async fn schedule_of(&self, device: &DeviceRow) -> Option<QuietHours> {
-        let child = device.child_id?;
-        match self.vault.quiet_hours(device.family_id, child).await {
+    pub async fn schedule_of(&self, family: FamilyId, child: Option<ChildId>) -> Option<QuietHours> {
+        match self.vault.quiet_hours(family, child?).await {
             Ok(schedule) => schedule,
             Err(error) => {
                 tracing::warn!(%error, "a child's quiet hours could not be read; none applied");

@@ -87,7 +87,7 @@ impl SenderFacts {
         match &self.schedule {
             Some((schedule, at)) if at.elapsed() < self.fresh_for => schedule.clone(),
             _ => {
-                let schedule = delivery.schedule_of(device).await;
+                let schedule = delivery.schedule_of(device.family_id, device.child_id).await;
                 self.schedule = Some((schedule.clone(), Instant::now()));
                 schedule
             }

@@ -1,6 +1,6 @@
 //! A device's live connection (`/api/v1/ws`) and what guardians do to devices: a revoked
 //! toy's open connection is closed within a second (within a poll interval when it is
-//! connected to another node) and it cannot connect again; a toy flagged as lost is told
+//! connected to another node, or at once if it sends) and it cannot connect again; a toy flagged as lost is told
 //! to wipe itself when it connects; a message stored through another node reaches an open
 //! connection within a poll interval.
 
@@ -134,6 +134,42 @@ async fn a_toy_revoked_through_another_node_is_closed_within_a_poll() -> TestRes
 
     revoke(&second, &toy).await?;
     closed_as_revoked(&mut socket, Duration::from_secs(8)).await?;
+    first.stop()?;
+    second.stop()?;
+    Ok(())
+}
+
+/// The same, but the toy sends before the first node's poll has seen the revocation: the
+/// connection reads the device's row again at its first send, so the send is not looked at
+/// (no answer to it) and the connection closes as revoked at once.
+#[tokio::test]
+async fn a_toy_revoked_through_another_node_cannot_send_before_the_poll() -> TestResult {
+    let (dirs, _elsewhere, first, second) = two_nodes().await?;
+    let toy = paired_toy(&first, &dirs).await?;
+    let mut socket = connect(&first, &toy.token).await?;
+
+    revoke(&second, &toy).await?;
+    let send = json!({"type": "send", "ref": 1, "message": "AAAA"});
+    futures_util::SinkExt::send(&mut socket, Message::text(send.to_string())).await?;
+    let started = Instant::now();
+    let close = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(frame) = socket.next().await {
+            match frame? {
+                Message::Close(frame) => return Ok(frame.map(|f| u16::from(f.code))),
+                Message::Text(text) => {
+                    let frame: Value = serde_json::from_str(text.as_str())?;
+                    if frame["ref"] == 1 {
+                        return Err(format!("the revoked toy's send was answered: {frame}").into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(None)
+    })
+    .await
+    .map_err(|_| "still open 2 s after the revoked toy's send")??;
+    assert_eq!(close, Some(4001), "closed as revoked, {:?} after the send", started.elapsed());
     first.stop()?;
     second.stop()?;
     Ok(())
