@@ -79,6 +79,8 @@ pub enum ErrorCode {
     NotSuitableForAge,
     /// The title is paid, and paying is not possible here.
     PaymentRequired,
+    /// The endpoint is a WebSocket, and the request did not ask for one.
+    UpgradeRequired,
     /// The server is shutting down or a dependency is unavailable.
     Unavailable,
     /// Something went wrong on the server; details are in its log, not here.
@@ -123,6 +125,7 @@ impl ErrorCode {
             Self::HashMismatch => "hash_mismatch",
             Self::NotSuitableForAge => "not_suitable_for_age",
             Self::PaymentRequired => "payment_required",
+            Self::UpgradeRequired => "upgrade_required",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -18,7 +18,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,6 +26,9 @@ use cubby_core::quiet_hours::QuietHours;
 use cubby_core::{ChildId, DeviceId, FamilyId};
 use cubby_store::{DeviceRow, QueuedMessage};
 use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as SocketError, Message, Utf8Bytes};
 use serde::{Deserialize, Serialize};
 
 use super::messaging::{SendMessage, outgoing};
@@ -35,6 +37,7 @@ use crate::delivery::quiet_hours::{Decision, decide, release_in};
 use crate::delivery::sender_facts::SenderFacts;
 use crate::delivery::{Delivery, IN_FLIGHT, Submitted, TOP_UP_BELOW};
 use crate::http::device_auth::Device;
+use crate::http::websocket::{Upgrade, WebSocket};
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::vault::now_millis;
 
@@ -42,11 +45,12 @@ const READ_BATCH: i64 = 128;
 /// Sends of one connection awaiting their answer before the server stops reading its frames.
 const PENDING_SENDS: usize = 256;
 pub const CLOSE_REVOKED: u16 = 4001;
-/// The socket's read buffer, which an idle toy keeps (filled with zeros, so resident) for
-/// as long as it is connected: it grows to hold a larger frame. 4 KiB cost an idle toy
-/// 8.7 KB in all, this 5.1 KB; relaying 318-byte messages was no slower (fewer frames per
-/// read call).
-const READ_BUFFER: usize = 512;
+/// tungstenite's read buffer, which an idle toy keeps (filled with zeros, so resident) for
+/// as long as it is connected; it grows to hold a larger frame. A read takes at most this
+/// much, but from what the thread's buffer took from the socket at once, not from the
+/// socket itself (see `http::websocket`): a 430-byte send costs seven copies, not seven
+/// system calls. It was 512 bytes when tungstenite read the socket itself.
+const READ_BUFFER: usize = 64;
 /// A wake-up may mean another device claimed one of this device's KeyPackages; the count
 /// is looked at no more often than this (wake-ups come with every message).
 const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
@@ -111,25 +115,21 @@ fn refusal(reference: u64, error: &ApiError) -> Message {
     responses(
         (status = 101, description = "Switching to WebSocket"),
         (status = 401, description = "Not signed in as a device", body = ErrorBody),
+        (status = 426, description = "upgrade_required: not a WebSocket request (HTTP/1.1)", body = ErrorBody),
     ))]
-pub async fn connect(State(state): State<AppState>, Device(device): Device, upgrade: WebSocketUpgrade) -> Response {
+pub async fn connect(State(state): State<AppState>, Device(device): Device, upgrade: Upgrade) -> Response {
     let limit = state.config.max_body_bytes;
+    let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit)).read_buffer_size(READ_BUFFER);
     // Only what the connection uses is moved into its task, which lives as long as it does.
     let delivery = state.delivery.clone();
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // A small read buffer that grows for large frames: the default (128 KiB allocated
-        // per connection) would cost a server holding tens of thousands of idle toys gigabytes.
-        .read_buffer_size(READ_BUFFER)
-        // The connection gets a task of its own rather than running inside axum's upgrade
-        // task, whose state (the callback, the socket's configuration) an idle toy would
-        // otherwise keep for as long as it is connected: 344 bytes each.
-        .on_upgrade(move |socket| {
-            let wipe_requested = device.wipe_requested_at.is_some();
-            tokio::spawn(Connection::new(delivery, &device).serve(socket, wipe_requested));
-            std::future::ready(())
-        })
+    // The connection gets a task of its own rather than running inside the upgrade's task,
+    // whose state (the callback, the socket's configuration) an idle toy would otherwise
+    // keep for as long as it is connected: 344 bytes each.
+    upgrade.on_upgrade(config, move |socket| {
+        let wipe_requested = device.wipe_requested_at.is_some();
+        tokio::spawn(Connection::new(delivery, &device).serve(socket, wipe_requested));
+        std::future::ready(())
+    })
 }
 
 struct Connection {
@@ -200,7 +200,7 @@ impl Sending {
 
 /// What woke the connection.
 enum Event {
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Message, SocketError>>),
     Delivered(Delivered),
     Written(u64, Result<Submitted, Message>),
     /// The quiet window ended: what it held goes out now.
@@ -230,7 +230,7 @@ impl Connection {
     /// connection. So it only waits here, in place (see [`Self::poll_event`]), and all it
     /// does between waits is boxed: reading the queue, handling an event. Those take their
     /// room (up to 1.8 KB, for a send) only while they run.
-    async fn run(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), axum::Error> {
+    async fn run(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), SocketError> {
         let subscription = self.delivery.hub().subscribe(self.device.id, self.device.child);
         Box::pin(self.start(socket, wipe_requested)).await?;
         loop {
@@ -249,7 +249,7 @@ impl Connection {
         }
     }
 
-    async fn start(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), axum::Error> {
+    async fn start(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), SocketError> {
         if wipe_requested {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
@@ -259,7 +259,7 @@ impl Connection {
     }
 
     /// Handles what woke the connection; `Break` when the connection is over.
-    async fn on_event(&mut self, socket: &mut WebSocket, event: Event) -> Result<ControlFlow<()>, axum::Error> {
+    async fn on_event(&mut self, socket: &mut WebSocket, event: Event) -> Result<ControlFlow<()>, SocketError> {
         match event {
             Event::Frame(None) => return Ok(ControlFlow::Break(())),
             Event::Frame(Some(incoming)) => match incoming? {
@@ -269,7 +269,7 @@ impl Connection {
                     socket.send(error_frame(None, &error, "frames are JSON text".to_owned())).await?;
                 }
                 Message::Close(_) => return Ok(ControlFlow::Break(())),
-                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             },
             Event::Delivered(delivered) => {
                 if delivered.revoked {
@@ -366,7 +366,7 @@ impl Connection {
     }
 
     /// Handles a frame from the device; `Break` when the connection is over.
-    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Result<ControlFlow<()>, axum::Error> {
+    async fn on_frame(&mut self, socket: &mut WebSocket, text: &str) -> Result<ControlFlow<()>, SocketError> {
         match serde_json::from_str::<FromDevice>(text) {
             Ok(FromDevice::Ack { ids }) => {
                 // Room in a full budget: what waited behind it can go out.
@@ -416,7 +416,7 @@ impl Connection {
 
     /// A message the writer has just stored for this device: sent at once if nothing
     /// queued before it is still waiting, else left to the next read of the queue.
-    async fn on_pushed(&mut self, socket: &mut WebSocket, pushed: &Pushed) -> Result<(), axum::Error> {
+    async fn on_pushed(&mut self, socket: &mut WebSocket, pushed: &Pushed) -> Result<(), SocketError> {
         let message = &pushed.message;
         if message.id <= self.cursor {
             return Ok(()); // read from the queue already
@@ -437,7 +437,7 @@ impl Connection {
     }
 
     /// Answers a send the writer has stored or refused (or one the checks refused).
-    async fn answer(&mut self, socket: &mut WebSocket, reference: u64, send: Result<Submitted, Message>) -> Result<(), axum::Error> {
+    async fn answer(&mut self, socket: &mut WebSocket, reference: u64, send: Result<Submitted, Message>) -> Result<(), SocketError> {
         let reply = match send {
             Ok(submitted) => match submitted.settle(&self.delivery).await {
                 Ok(ids) => frame(&ToDevice::Sent { reference, ids }),
@@ -451,7 +451,7 @@ impl Connection {
     /// Writes a frame to the socket's buffer; the loop sends what was buffered before it
     /// waits again. A burst of pushes or answers then costs one system call and a few TCP
     /// segments instead of one of each per frame, for the server and for the toy.
-    async fn emit(&mut self, socket: &mut WebSocket, frame: Message) -> Result<(), axum::Error> {
+    async fn emit(&mut self, socket: &mut WebSocket, frame: Message) -> Result<(), SocketError> {
         self.unflushed = true;
         socket.feed(frame).await
     }
@@ -470,7 +470,7 @@ impl Connection {
     /// Pushes what is queued for the device, up to the in-flight budget. During a child's
     /// quiet hours only guardians' urgent messages (and the group changes that keep the
     /// toy's conversations consistent) go out; the rest stays queued.
-    async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+    async fn push_queue(&mut self, socket: &mut WebSocket) -> Result<(), SocketError> {
         if self.cursor == 0
             && let Some(written) = self.last_ack.take()
         {
@@ -507,7 +507,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn report_key_packages(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+    async fn report_key_packages(&mut self, socket: &mut WebSocket) -> Result<(), SocketError> {
         if self.key_packages_checked.is_some_and(|at| at.elapsed() < KEY_PACKAGE_CHECK_EVERY) {
             return Ok(());
         }
@@ -538,9 +538,9 @@ fn message_text(message: &QueuedMessage) -> Utf8Bytes {
     serde_json::to_string(&frame).unwrap_or_default().into()
 }
 
-async fn close_revoked(socket: &mut WebSocket) -> Result<(), axum::Error> {
+async fn close_revoked(socket: &mut WebSocket) -> Result<(), SocketError> {
     socket
-        .send(Message::Close(Some(CloseFrame { code: CLOSE_REVOKED, reason: "this device was revoked".into() })))
+        .send(Message::Close(Some(CloseFrame { code: CLOSE_REVOKED.into(), reason: "this device was revoked".into() })))
         .await
 }
 

@@ -116,6 +116,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::HashMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::NotSuitableForAge => StatusCode::FORBIDDEN,
         ErrorCode::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+        ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

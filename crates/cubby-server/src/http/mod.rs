@@ -8,6 +8,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod throttle;
+pub mod websocket;
 mod middleware;
 
 use std::sync::Arc;

@@ -80,6 +80,32 @@ async fn a_revoked_toys_open_connection_closes_within_a_second(postgres: bool) -
     Ok(())
 }
 
+/// A signed-in device asking for the live connection without a WebSocket upgrade gets a
+/// clear refusal, not a hang or a 500.
+#[tokio::test]
+async fn a_request_that_is_not_a_websocket_upgrade_is_refused_with_426() -> TestResult {
+    let dirs = Dirs::new()?;
+    let server = Server::start(&dirs.args(None))?;
+    let toy = paired_toy(&server, &dirs).await?;
+    let plain = client()?.get(server.url("/api/v1/ws")).bearer_auth(&toy.token).send().await?;
+    assert_eq!(plain.status().as_u16(), 426);
+    let body: Value = plain.json().await?;
+    assert_eq!(body["error"]["code"], "upgrade_required", "{body}");
+    // The right headers but the wrong protocol version.
+    let old = client()?
+        .get(server.url("/api/v1/ws"))
+        .bearer_auth(&toy.token)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "8")
+        .send()
+        .await?;
+    assert_eq!(old.status().as_u16(), 426);
+    server.stop()?;
+    Ok(())
+}
+
 /// The toy's guardian revokes it through `server`'s API.
 async fn revoke(server: &Server, toy: &Toy) -> TestResult {
     let path = format!("/api/v1/families/{}/devices/{}", toy.family, toy.device_id);
