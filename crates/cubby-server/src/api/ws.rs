@@ -136,7 +136,9 @@ struct Connection {
     delivery: Arc<Delivery>,
     device: Served,
     /// A child's toy: its quiet hours, read again when the node's polls say they changed.
-    schedule: Option<QuietHours>,
+    /// Boxed, as most connections have none: 48 bytes less in the connection's future
+    /// (640 bytes) took its task from 896 to 768 bytes (tokio rounds a task to 128).
+    schedule: Option<Box<QuietHours>>,
     /// When the quiet window holding messages back ends (ms), if one does.
     held_until: Option<i64>,
     /// The timer for that moment, and the moment it was set for: only while a window holds.
@@ -254,7 +256,7 @@ impl Connection {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
         self.report_key_packages(socket).await?;
-        self.schedule = self.delivery.schedule_of(self.device.family, self.device.child).await;
+        self.schedule = self.delivery.schedule_of(self.device.family, self.device.child).await.map(Box::new);
         Ok(())
     }
 
@@ -290,7 +292,7 @@ impl Connection {
                 // The node's polls (delivery::polls): revocations made on another node come
                 // as `revoked`, quiet hours set or lifted anywhere as `schedule_changed`.
                 if delivered.schedule_changed {
-                    let schedule = self.delivery.schedule_of(self.device.family, self.device.child).await;
+                    let schedule = self.delivery.schedule_of(self.device.family, self.device.child).await.map(Box::new);
                     // The queue is read again under the new schedule: what the old one
                     // held back may go now; what the new one holds stays queued.
                     if schedule != self.schedule {
@@ -426,7 +428,7 @@ impl Connection {
             return Ok(());
         }
         self.cursor = message.id;
-        if let Decision::HoldUntil(until) = decide(self.schedule.as_ref(), message, now_millis()) {
+        if let Decision::HoldUntil(until) = decide(self.schedule.as_deref(), message, now_millis()) {
             self.held_until = Some(self.held_until.map_or(until, |held| held.min(until)));
             return Ok(());
         }
@@ -491,7 +493,7 @@ impl Connection {
             let full = batch.len() as i64 == room;
             for message in batch {
                 self.cursor = self.cursor.max(message.id);
-                if let Decision::HoldUntil(until) = decide(self.schedule.as_ref(), &message, now) {
+                if let Decision::HoldUntil(until) = decide(self.schedule.as_deref(), &message, now) {
                     self.held_until = Some(until);
                     continue;
                 }
