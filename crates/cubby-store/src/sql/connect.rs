@@ -66,3 +66,24 @@ async fn open_postgres(url: &str) -> Result<Db, StoreError> {
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(Db::Postgres(pool))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pooled connection has the small page cache, not SQLite's default (-2000, in
+    /// KiB); the writer's connection keeps the default.
+    #[tokio::test]
+    async fn pooled_sqlite_connections_keep_256_kib_of_page_cache() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("cubby.db").display());
+        let (Db::Sqlite(pool), Some(_writer)) = open(&url).await? else { return Err("not SQLite with a writer".into()) };
+        // Two connections at once, so that more than the first one of the pool is looked at.
+        let (mut first, mut second) = (pool.acquire().await?, pool.acquire().await?);
+        for connection in [&mut first, &mut second] {
+            let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut **connection).await?;
+            assert_eq!(cache, -256);
+        }
+        Ok(())
+    }
+}
