@@ -13,6 +13,12 @@ macro_rules! random_id {
             pub fn random() -> Self {
                 Self(uuid::Uuid::new_v4())
             }
+
+            /// The id's bits as a number. They are random, so they spread ids evenly
+            /// (over slices, shards) without hashing.
+            pub fn as_u128(&self) -> u128 {
+                self.0.as_u128()
+            }
         }
 
         impl std::fmt::Display for $name {
