@@ -162,10 +162,10 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Ok(mut devices) = self.hub.devices.lock()
-            && let Some(connected) = devices.get_mut(&self.device)
+            && let Some(mailboxes) = devices.get_mut(&self.device)
         {
-            connected.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
-            if connected.is_empty() {
+            mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
+            if mailboxes.is_empty() {
                 devices.remove(&self.device);
             }
         }
