@@ -13,9 +13,8 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -25,7 +24,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use cubby_core::quiet_hours::QuietHours;
 use cubby_core::{ChildId, DeviceId, FamilyId};
 use cubby_store::{DeviceRow, QueuedMessage};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as SocketError, Message, Utf8Bytes};
@@ -51,9 +50,16 @@ pub const CLOSE_REVOKED: u16 = 4001;
 /// socket itself (see `http::websocket`): a 430-byte send costs seven copies, not seven
 /// system calls. It was 512 bytes when tungstenite read the socket itself.
 const READ_BUFFER: usize = 64;
-/// A wake-up may mean another device claimed one of this device's KeyPackages; the count
-/// is looked at no more often than this (wake-ups come with every message).
-const KEY_PACKAGE_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// A wake-up means another device claimed one of this device's KeyPackages and left few;
+/// the count is looked at no more often than this, so that a run of claims brings the
+/// device one report (and one top-up), not one each.
+const KEY_PACKAGE_CHECK_EVERY_SECS: u32 = 30;
+
+/// Seconds on tokio's clock since the first call: what a connection keeps of a moment.
+fn clock_secs() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u32::try_from(START.get_or_init(Instant::now).elapsed().as_secs()).unwrap_or(u32::MAX)
+}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -132,17 +138,18 @@ pub async fn connect(State(state): State<AppState>, Device(device): Device, upgr
     })
 }
 
+/// A device's live connection. Its task's future holds this and the socket for as long as
+/// the toy is connected, and tokio rounds a task up to 128 bytes: at 536 bytes of future or
+/// less, the task takes 640 bytes, not 768. So what most toys never use is boxed, and times
+/// are kept in four bytes.
 struct Connection {
     delivery: Arc<Delivery>,
     device: Served,
-    /// A child's toy: its quiet hours, read again when the node's polls say they changed.
-    /// Boxed, as most connections have none: 48 bytes less in the connection's future
-    /// (640 bytes) took its task from 896 to 768 bytes (tokio rounds a task to 128).
-    schedule: Option<Box<QuietHours>>,
-    /// When the quiet window holding messages back ends (ms), if one does.
-    held_until: Option<i64>,
-    /// The timer for that moment, and the moment it was set for: only while a window holds.
-    release: Option<(i64, Pin<Box<Sleep>>)>,
+    /// Where this node's writer and requests reach the connection; it leaves the hub when
+    /// the connection is dropped.
+    mailbox: Arc<Mailbox>,
+    /// A child's toy with quiet hours: read again when the node's polls say they changed.
+    quiet: Option<Box<Quiet>>,
     /// Highest message id pushed on this connection.
     cursor: i64,
     in_flight: BTreeSet<i64>,
@@ -154,11 +161,46 @@ struct Connection {
     /// The last read of the queue reached its end with room to spare: a message the writer
     /// hands over live with a higher id can go straight out. Otherwise it is read.
     caught_up: bool,
-    key_packages_checked: Option<tokio::time::Instant>,
+    /// No KeyPackage count before this second of [`clock_secs`].
+    key_packages_next_check: u32,
     /// Frames written to the socket's buffer but not yet to the network: see [`Self::emit`].
     unflushed: bool,
     /// Boxed, and made at the first send: most toys mostly listen.
     sending: Option<Box<Sending>>,
+}
+
+/// A child's quiet hours as a connection applies them.
+struct Quiet {
+    schedule: QuietHours,
+    /// When the quiet window holding messages back ends (ms), if one does.
+    held_until: Option<i64>,
+    /// The timer for that moment, and the moment it was set for: only while a window holds.
+    release: Option<(i64, Pin<Box<Sleep>>)>,
+}
+
+impl Quiet {
+    fn boxed(schedule: Option<QuietHours>) -> Option<Box<Self>> {
+        schedule.map(|schedule| Box::new(Self { schedule, held_until: None, release: None }))
+    }
+
+    /// Whether the window holds `message` back now; if so, its end is noted.
+    fn holds(&mut self, message: &QueuedMessage, now: i64) -> bool {
+        let Decision::HoldUntil(until) = decide(Some(&self.schedule), message, now) else { return false };
+        self.held_until = Some(self.held_until.map_or(until, |held| held.min(until)));
+        true
+    }
+
+    /// Sets the timer for the end of the window holding messages back, if one does.
+    fn arm_release(&mut self) {
+        match self.held_until {
+            None => self.release = None,
+            Some(until) if self.release.as_ref().is_none_or(|(set_for, _)| *set_for != until) => {
+                let sleep = tokio::time::sleep(release_in(until, now_millis()));
+                self.release = Some((until, Box::pin(sleep)));
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// The device a connection serves: all it keeps of the device's row while it listens. The
@@ -212,7 +254,8 @@ enum Event {
 impl Connection {
     fn new(delivery: Arc<Delivery>, device: &DeviceRow) -> Self {
         let device = Served { id: device.id, family: device.family_id, child: device.child_id };
-        Self { delivery, device, schedule: None, held_until: None, release: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_checked: None, unflushed: false, sending: None }
+        let mailbox = delivery.hub().subscribe(device.id, device.child);
+        Self { delivery, device, mailbox, quiet: None, cursor: 0, in_flight: BTreeSet::new(), last_ack: None, look_again: true, caught_up: false, key_packages_next_check: 0, unflushed: false, sending: None }
     }
 
     /// The connection's task, which lives as long as the connection and holds its future:
@@ -233,7 +276,6 @@ impl Connection {
     /// does between waits is boxed: reading the queue, handling an event. Those take their
     /// room (up to 1.8 KB, for a send) only while they run.
     async fn run(&mut self, socket: &mut WebSocket, wipe_requested: bool) -> Result<(), SocketError> {
-        let subscription = self.delivery.hub().subscribe(self.device.id, self.device.child);
         Box::pin(self.start(socket, wipe_requested)).await?;
         loop {
             // The queue is read when something may have changed, not after every frame.
@@ -243,8 +285,10 @@ impl Connection {
             if std::mem::take(&mut self.unflushed) {
                 socket.flush().await?;
             }
-            self.arm_release();
-            let event = std::future::poll_fn(|cx| self.poll_event(cx, socket, &subscription.mailbox)).await;
+            if let Some(quiet) = self.quiet.as_mut() {
+                quiet.arm_release();
+            }
+            let event = std::future::poll_fn(|cx| self.poll_event(cx, socket)).await;
             if Box::pin(self.on_event(socket, event)).await?.is_break() {
                 return Ok(());
             }
@@ -256,7 +300,7 @@ impl Connection {
             socket.send(frame(&ToDevice::Wipe)).await?;
         }
         self.report_key_packages(socket).await?;
-        self.schedule = self.delivery.schedule_of(self.device.family, self.device.child).await.map(Box::new);
+        self.quiet = Quiet::boxed(self.delivery.schedule_of(self.device.family, self.device.child).await);
         Ok(())
     }
 
@@ -292,11 +336,11 @@ impl Connection {
                 // The node's polls (delivery::polls): revocations made on another node come
                 // as `revoked`, quiet hours set or lifted anywhere as `schedule_changed`.
                 if delivered.schedule_changed {
-                    let schedule = self.delivery.schedule_of(self.device.family, self.device.child).await.map(Box::new);
+                    let schedule = self.delivery.schedule_of(self.device.family, self.device.child).await;
                     // The queue is read again under the new schedule: what the old one
                     // held back may go now; what the new one holds stays queued.
-                    if schedule != self.schedule {
-                        self.schedule = schedule;
+                    if schedule.as_ref() != self.quiet.as_ref().map(|quiet| &quiet.schedule) {
+                        self.quiet = Quiet::boxed(schedule);
                         self.rescan();
                     }
                 }
@@ -320,8 +364,8 @@ impl Connection {
     /// an idle toy's task is little more than the connection and its socket (a `select!`
     /// over these futures took 792 bytes of it). The writer's work comes first: the mailbox
     /// is taken whole and ready answers are drained together, so neither starves the socket.
-    fn poll_event(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket, mailbox: &Mailbox) -> Poll<Event> {
-        if let Poll::Ready(delivered) = mailbox.poll_take(cx) {
+    fn poll_event(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket) -> Poll<Event> {
+        if let Poll::Ready(delivered) = self.mailbox.poll_take(cx) {
             return Poll::Ready(Event::Delivered(delivered));
         }
         if let Some(sending) = self.sending.as_mut() {
@@ -340,9 +384,10 @@ impl Connection {
     }
 
     fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        let Some((_, release)) = self.release.as_mut() else { return Poll::Pending };
+        let Some(quiet) = self.quiet.as_mut() else { return Poll::Pending };
+        let Some((_, release)) = quiet.release.as_mut() else { return Poll::Pending };
         std::task::ready!(release.as_mut().poll(cx));
-        self.release = None;
+        quiet.release = None;
         Poll::Ready(Event::Released)
     }
 
@@ -352,18 +397,6 @@ impl Connection {
         match sending.poll_written(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(written) => Some(written),
             Poll::Pending => None,
-        }
-    }
-
-    /// Sets the timer for the end of the quiet window holding messages back, if one does.
-    fn arm_release(&mut self) {
-        match self.held_until {
-            None => self.release = None,
-            Some(until) if self.release.as_ref().is_none_or(|(set_for, _)| *set_for != until) => {
-                let sleep = tokio::time::sleep(release_in(until, now_millis()));
-                self.release = Some((until, Box::pin(sleep)));
-            }
-            Some(_) => {}
         }
     }
 
@@ -428,8 +461,7 @@ impl Connection {
             return Ok(());
         }
         self.cursor = message.id;
-        if let Decision::HoldUntil(until) = decide(self.schedule.as_deref(), message, now_millis()) {
-            self.held_until = Some(self.held_until.map_or(until, |held| held.min(until)));
+        if self.quiet.as_mut().is_some_and(|quiet| quiet.holds(message, now_millis())) {
             return Ok(());
         }
         if self.in_flight.insert(message.id) {
@@ -479,7 +511,9 @@ impl Connection {
             let _ = written.await;
         }
         let now = now_millis();
-        self.held_until = None;
+        if let Some(quiet) = self.quiet.as_mut() {
+            quiet.held_until = None;
+        }
         self.caught_up = false;
         while self.in_flight.len() < IN_FLIGHT {
             let room = i64::try_from(IN_FLIGHT - self.in_flight.len()).unwrap_or(READ_BATCH).min(READ_BATCH);
@@ -493,8 +527,7 @@ impl Connection {
             let full = batch.len() as i64 == room;
             for message in batch {
                 self.cursor = self.cursor.max(message.id);
-                if let Decision::HoldUntil(until) = decide(self.schedule.as_deref(), &message, now) {
-                    self.held_until = Some(until);
+                if self.quiet.as_mut().is_some_and(|quiet| quiet.holds(&message, now)) {
                     continue;
                 }
                 if self.in_flight.insert(message.id) {
@@ -510,16 +543,23 @@ impl Connection {
     }
 
     async fn report_key_packages(&mut self, socket: &mut WebSocket) -> Result<(), SocketError> {
-        if self.key_packages_checked.is_some_and(|at| at.elapsed() < KEY_PACKAGE_CHECK_EVERY) {
+        let now = clock_secs();
+        if now < self.key_packages_next_check {
             return Ok(());
         }
-        self.key_packages_checked = Some(tokio::time::Instant::now());
+        self.key_packages_next_check = now.saturating_add(KEY_PACKAGE_CHECK_EVERY_SECS);
         if let Ok(available) = self.delivery.key_packages_left(self.device.id).await
             && available < TOP_UP_BELOW
         {
             socket.send(frame(&ToDevice::KeyPackagesLow { available, top_up_below: TOP_UP_BELOW })).await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.delivery.hub().unsubscribe(self.device.id, &self.mailbox);
     }
 }
 
@@ -546,3 +586,21 @@ async fn close_revoked(socket: &mut WebSocket) -> Result<(), SocketError> {
         .await
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what `serve` returns, without calling it.
+    fn returned_size<R>(_: impl FnOnce(Connection, WebSocket, bool) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle toy's task is its connection's future and tokio's 104 bytes, rounded up to
+    /// 128: at 536 bytes or less it takes 640 bytes, at 537 it takes 768 (see `Connection`).
+    #[test]
+    fn a_connection_s_future_fits_a_task_of_640_bytes() {
+        let size = returned_size(|connection, socket, wipe_requested| connection.serve(socket, wipe_requested));
+        assert!(size <= 536, "a connection's future is {size} bytes");
+    }
+}
