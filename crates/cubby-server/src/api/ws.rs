@@ -596,8 +596,9 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// An idle toy's task is its connection's future and tokio's 104 bytes, rounded up to
-    /// 128: at 536 bytes or less it takes 640 bytes, at 537 it takes 768 (see `Connection`).
+    /// An idle toy's task is its connection's future with tokio's header and trailer,
+    /// rounded up to 128 bytes: a future of 536 bytes takes a task of 640 (heaptrack), one
+    /// of 640 took 768 (see `Connection`).
     #[test]
     fn a_connection_s_future_fits_a_task_of_640_bytes() {
         let size = returned_size(|connection, socket, wipe_requested| connection.serve(socket, wipe_requested));

@@ -42,9 +42,9 @@ impl Pushed {
 /// requests put things in without waiting, the connection takes them all at once. One
 /// mutex per idle toy, which also holds the waker of its waiting connection: no `Notify`
 /// (its waiter lives in the connection's future while it waits) and no watch channel (360
-/// bytes more each).
+/// bytes more each). With its `Arc`, 96 bytes, one of mimalloc's sizes (it took 112 when
+/// the pushes were a `VecDeque`).
 pub struct Mailbox {
-    /// With its `Arc`, 96 bytes: a size mimalloc has (112 with a `VecDeque` for pushes).
     held: Mutex<Held>,
     /// A toy's child, whose quiet hours apply to it.
     child: Option<ChildId>,
