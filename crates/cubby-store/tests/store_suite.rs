@@ -737,7 +737,10 @@ async fn the_writer_leaves_nothing_dangling(h: Harness) -> TestResult {
         ("SELECT COUNT(*) FROM deliveries", 0),
         ("SELECT COUNT(*) FROM group_members WHERE device_id NOT IN (SELECT id FROM devices)", 0),
         ("SELECT COUNT(*) FROM deliveries WHERE message_id NOT IN (SELECT id FROM messages)", 0),
-        ("SELECT COUNT(*) FROM messages WHERE group_id NOT IN (SELECT id FROM mls_groups)", 0),
+        ("SELECT COUNT(*) FROM messages WHERE group_key NOT IN (SELECT group_key FROM group_keys)", 0),
+        ("SELECT COUNT(*) FROM deliveries WHERE queue NOT IN (SELECT queue FROM device_queues)", 0),
+        ("SELECT COUNT(*) FROM device_queues WHERE device_id NOT IN (SELECT id FROM devices)", 0),
+        ("SELECT COUNT(*) FROM group_keys WHERE group_id NOT IN (SELECT id FROM mls_groups)", 0),
     ] {
         assert_eq!(raw_count(&h.url, sql).await?, expected, "{sql}");
     }
@@ -1055,4 +1058,96 @@ mod content_suite {
         packages_need_newer_versions_and_publish_with_their_last_file,
         approvals_and_downloads_are_family_data_and_counts_are_not,
     );
+}
+
+/// A database made before queue keys (migration 10): its queues, their messages and the
+/// order of message ids must come through the migration whole, on either engine.
+async fn queues_come_through_the_queue_keys_migration(url: &str) -> TestResult {
+    let a = DeviceId::random();
+    let b = DeviceId::random();
+    let family = FamilyId::random();
+    {
+        let migrations = if url.starts_with("sqlite:") { sqlx::migrate!("./migrations/sqlite") } else { sqlx::migrate!("./migrations/postgres") };
+        let before_keys = sqlx::migrate::Migrator {
+            migrations: migrations.migrations.iter().filter(|m| m.version < 10).cloned().collect(),
+            ..migrations
+        };
+        // Blobs are spelt differently by each engine; everything else is the same SQL.
+        let blob = |hex: &str| if url.starts_with("sqlite:") { format!("X'{hex}'") } else { format!("'\\x{hex}'::bytea") };
+        let group = blob(&"07".repeat(16));
+        let mut statements = vec![
+            format!("INSERT INTO families (id, created_at, name_sealed) VALUES ('{family}', 1, {})", blob("01")),
+            format!("INSERT INTO mls_groups (id, family_id, epoch, public_state, created_at) VALUES ({group}, '{family}', 0, {}, 1)", blob("02")),
+        ];
+        for (n, device) in [a, b].iter().enumerate() {
+            statements.push(format!(
+                "INSERT INTO devices (id, family_id, kind, public_key, name_sealed, software_version, paired_at) \
+                 VALUES ('{device}', '{family}', 'toy', {}, {}, '1', {n})",
+                blob(&format!("a{n}")),
+                blob("03"),
+            ));
+        }
+        for id in 1..=3 {
+            statements.push(format!(
+                "INSERT INTO messages (id, group_id, sender_device, kind, payload, urgent, created_at, expires_at) \
+                 VALUES ({id}, {group}, NULL, 'application', {}, FALSE, 5, 10000)",
+                blob(&format!("0{id}")),
+            ));
+        }
+        statements.extend([
+            format!("INSERT INTO deliveries (device_id, message_id) VALUES ('{a}', 1), ('{a}', 2), ('{b}', 2)"),
+            // The newest message went to everyone already: its id must not come back.
+            "DELETE FROM messages WHERE id = 3".to_owned(),
+        ]);
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await?;
+            before_keys.run(&pool).await?;
+            for sql in statements {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(url).await?;
+            before_keys.run(&pool).await?;
+            for sql in statements {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+            }
+            // BIGSERIAL only moves on nextval: as if the three had been inserted without ids.
+            sqlx::query("SELECT setval('messages_id_seq', 3)").execute(&pool).await?;
+            pool.close().await;
+        }
+    }
+
+    let store = SqlStore::connect(url).await?;
+    let queued = store.queued_for(a, 0, 100).await?;
+    assert_eq!(queued.iter().map(|m| (m.id, m.payload.clone())).collect::<Vec<_>>(), [(1, vec![1]), (2, vec![2])]);
+    assert!(queued.iter().all(|m| m.group_id == vec![7; 16]), "{queued:?}");
+    assert_eq!(store.queued_for(b, 0, 100).await?.iter().map(|m| m.id).collect::<Vec<_>>(), [2]);
+
+    let group = GroupRow { id: vec![7; 16], family_id: family, epoch: 0, public_state: vec![2], created_at: 1 };
+    let outcomes = store.append(&[Append { epoch_change: None, messages: vec![message(&group, MessageKind::Application, b"new", &[b], 10_000)] }]).await?;
+    let [Appended::Stored(ids)] = &outcomes[..] else { return Err(format!("{outcomes:?}").into()) };
+    assert!(ids[0] > 3, "a message id came back after the migration: {ids:?}");
+    assert_eq!(store.queued_for(b, 0, 100).await?.iter().map(|m| m.id).collect::<Vec<_>>(), [2, ids[0]]);
+
+    // Acknowledged by both, message 2 goes; a device's queue goes with the device.
+    store.acknowledge(a, &[1, 2]).await?;
+    store.acknowledge(b, &[2]).await?;
+    assert_eq!(raw_count(url, "SELECT COUNT(*) FROM messages").await?, 1);
+    assert_eq!(raw_execute(url, "DELETE FROM families").await?, 1);
+    for table in ["SELECT COUNT(*) FROM device_queues", "SELECT COUNT(*) FROM group_keys", "SELECT COUNT(*) FROM messages", "SELECT COUNT(*) FROM deliveries"] {
+        assert_eq!(raw_count(url, table).await?, 0, "{table}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn queues_come_through_the_queue_keys_migration_on_sqlite() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    queues_come_through_the_queue_keys_migration(&format!("sqlite://{}", dir.path().join("cubby.db").display())).await
+}
+
+#[tokio::test]
+async fn queues_come_through_the_queue_keys_migration_on_postgres() -> TestResult {
+    queues_come_through_the_queue_keys_migration(&cubby_store::testing::fresh_postgres_database().await?).await
 }

@@ -3,6 +3,8 @@
 //! SELECT`, all acknowledgements in one `DELETE`), since each statement is a round trip
 //! to the server. SQLite's side is [`super::batch_sqlite`].
 
+use std::collections::HashMap;
+
 use cubby_core::DeviceId;
 use sqlx::PgPool;
 
@@ -22,24 +24,27 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         // Group changes first, in order: of two commits to the same epoch the first
         // wins, in this batch or across nodes. Recipients were chosen by the caller,
         // so the order of changes and inserts does not matter to them.
-        let mut messages: Vec<&NewMessage> = Vec::new();
+        // Each with its group's key.
+        let mut messages: Vec<(i64, &NewMessage)> = Vec::new();
         // A group deleted since its sender looked it up refuses that append alone,
         // rather than failing the whole batch on the foreign key.
         let mut wanted: Vec<&[u8]> = batch.iter().flat_map(|a| &a.messages).map(|m| m.group_id.as_slice()).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut existing: Vec<Vec<u8>> = Vec::with_capacity(wanted.len());
+        // A group's key exists as long as the group does (cascade).
+        let mut group_keys: HashMap<Vec<u8>, i64> = HashMap::with_capacity(wanted.len());
         for chunk in wanted.chunks(IDS_PER_STATEMENT) {
-            let mut select = sqlx::QueryBuilder::new("SELECT id FROM mls_groups WHERE id IN (");
+            let mut select = sqlx::QueryBuilder::new("SELECT group_id, group_key FROM group_keys WHERE group_id IN (");
             push_list(&mut select, chunk.iter().copied());
             select.push(")");
-            existing.extend(select.build_query_scalar::<Vec<u8>>().fetch_all(&mut *tx).await?);
+            group_keys.extend(select.build_query_as::<(Vec<u8>, i64)>().fetch_all(&mut *tx).await?);
         }
         for append in &batch {
-            if append.messages.iter().any(|m| !existing.contains(&m.group_id)) {
+            let keys: Option<Vec<i64>> = append.messages.iter().map(|m| group_keys.get(&m.group_id).copied()).collect();
+            let Some(keys) = keys else {
                 outcomes.push(Appended::GroupGone);
                 continue;
-            }
+            };
             if let Some(change) = &append.epoch_change {
                 let moved = sqlx::query(
                     "UPDATE mls_groups SET epoch = $1, public_state = $2 WHERE id = $3 AND epoch = $4",
@@ -64,16 +69,16 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
                 }
             }
             outcomes.push(Appended::Stored(Vec::with_capacity(append.messages.len())));
-            messages.extend(&append.messages);
+            messages.extend(keys.into_iter().zip(&append.messages));
         }
 
         let mut ids = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(MESSAGES_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO messages (group_id, sender_device, kind, payload, urgent, created_at, expires_at) ",
+                "INSERT INTO messages (group_key, sender_device, kind, payload, urgent, created_at, expires_at) ",
             );
-            insert.push_values(chunk, |mut row, message| {
-                row.push_bind(&message.group_id)
+            insert.push_values(chunk, |mut row, (group_key, message)| {
+                row.push_bind(*group_key)
                     .push_bind(message.sender.map(|id| id.to_string()))
                     .push_bind(message.kind.as_str())
                     .push_bind(&message.payload)
@@ -94,19 +99,20 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         let queue: Vec<(String, i64)> = messages
             .iter()
             .zip(&ids)
-            .flat_map(|(message, id)| message.recipients.iter().map(move |device| (device.to_string(), *id)))
+            .flat_map(|((_, message), id)| message.recipients.iter().map(move |device| (device.to_string(), *id)))
             .collect();
         let mut queued: Vec<(String, i64)> = Vec::with_capacity(queue.len());
         for chunk in queue.chunks(DELIVERIES_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (device_id, message_id) SELECT d.id, v.column2 FROM (",
+                "WITH inserted AS (INSERT INTO deliveries (queue, message_id) SELECT q.queue, v.column2 FROM (",
             );
             insert.push_values(chunk, |mut row, (device, id)| {
                 row.push_bind(device).push_bind(*id);
             });
             insert.push(
-                ") AS v JOIN devices d ON d.id = v.column1 WHERE d.revoked_at IS NULL \
-                 ON CONFLICT (device_id, message_id) DO NOTHING RETURNING device_id, message_id",
+                ") AS v JOIN devices d ON d.id = v.column1 JOIN device_queues q ON q.device_id = d.id \
+                 WHERE d.revoked_at IS NULL ON CONFLICT (queue, message_id) DO NOTHING RETURNING queue, message_id) \
+                 SELECT q.device_id, i.message_id FROM inserted i JOIN device_queues q ON q.queue = i.queue",
             );
             queued.extend(insert.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?);
         }
@@ -132,8 +138,9 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         for statement in &statements {
             let mut delete = sqlx::QueryBuilder::new("DELETE FROM deliveries WHERE ");
             for (n, (device, ids)) in statement.iter().enumerate() {
-                delete.push(if n == 0 { "(device_id = " } else { " OR (device_id = " });
-                delete.push_bind(device).push(" AND message_id IN (");
+                delete.push(if n == 0 { "(" } else { " OR (" });
+                delete.push("queue = (SELECT queue FROM device_queues WHERE device_id = ");
+                delete.push_bind(device).push(") AND message_id IN (");
                 push_list(&mut delete, ids.iter().copied());
                 delete.push("))");
             }
@@ -142,7 +149,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         // Then, in one pass, the messages no device waits for any longer: acknowledged
         // by all, or (not kept until they expire) written for nobody live.
         let mut forgettable: Vec<i64> = acks.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
-        if queued.len() < queue.len() || messages.iter().any(|m| m.recipients.is_empty()) {
+        if queued.len() < queue.len() || messages.iter().any(|(_, m)| m.recipients.is_empty()) {
             forgettable.extend(&ids);
         }
         forgettable.sort_unstable();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cubby_core::DeviceId;
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::messaging::{DELETE_IF_DELIVERED, INSERT_MEMBER};
 use crate::{Append, Appended, BatchWritten, BlockingBatchWriter, EpochChange, StoreError};
@@ -89,28 +89,33 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
     // Messages no device waits for: written for nobody live, or acknowledged by all.
     let mut forgettable = Vec::new();
     {
-        let mut group_exists = tx.prepare_cached("SELECT 1 FROM mls_groups WHERE id = ?1")?;
+        // A group's key exists as long as the group does (cascade).
+        let mut group_key = tx.prepare_cached("SELECT group_key FROM group_keys WHERE group_id = ?1")?;
         let mut insert_message = tx.prepare_cached(
-            "INSERT INTO messages (group_id, sender_device, kind, payload, urgent, created_at, expires_at) \
+            "INSERT INTO messages (group_key, sender_device, kind, payload, urgent, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut queue = tx.prepare_cached(
-            "INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2) ON CONFLICT (device_id, message_id) DO NOTHING",
+            "INSERT INTO deliveries (queue, message_id) VALUES (?1, ?2) ON CONFLICT (queue, message_id) DO NOTHING",
         )?;
         let mut recipients = LiveDevices::new(&tx)?;
-        let mut known_groups: Vec<&[u8]> = Vec::new();
+        let mut group_keys: HashMap<&[u8], i64> = HashMap::new();
         'appends: for append in batch {
             // A group deleted since its sender looked it up refuses that append alone,
             // rather than failing the whole batch on the foreign key.
+            let mut keys = Vec::with_capacity(append.messages.len());
             for message in &append.messages {
-                let group = message.group_id.as_slice();
-                if !known_groups.contains(&group) {
-                    if !group_exists.exists([group])? {
-                        appended.push(Appended::GroupGone);
-                        continue 'appends;
+                let key = match group_keys.entry(message.group_id.as_slice()) {
+                    Entry::Occupied(known) => *known.get(),
+                    Entry::Vacant(unknown) => {
+                        let Some(key) = group_key.query_row([unknown.key()], |row| row.get(0)).optional()? else {
+                            appended.push(Appended::GroupGone);
+                            continue 'appends;
+                        };
+                        *unknown.insert(key)
                     }
-                    known_groups.push(group);
-                }
+                };
+                keys.push(key);
             }
             // Of two commits to the same epoch the first wins, in this batch or not.
             if let Some(change) = &append.epoch_change
@@ -120,9 +125,9 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
                 continue;
             }
             let mut ids = Vec::with_capacity(append.messages.len());
-            for message in &append.messages {
+            for (message, group_key) in append.messages.iter().zip(keys) {
                 let id = insert_message.insert(params![
-                    message.group_id,
+                    group_key,
                     message.sender.map(|id| id.to_string()),
                     message.kind.as_str(),
                     message.payload,
@@ -133,8 +138,8 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
                 let before = queued.len();
                 for device in &message.recipients {
                     // Only to live devices: one gone or revoked meanwhile gets nothing.
-                    let Some(device_id) = recipients.live(*device)? else { continue };
-                    if queue.execute(params![device_id, id])? > 0 {
+                    let Some(device_queue) = recipients.live_queue(*device)? else { continue };
+                    if queue.execute(params![device_queue, id])? > 0 {
                         queued.push((*device, id));
                     }
                 }
@@ -149,11 +154,20 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
 
     let mut acknowledged = 0;
     {
-        let mut remove = tx.prepare_cached("DELETE FROM deliveries WHERE device_id = ?1 AND message_id = ?2")?;
+        let mut queue_of = tx.prepare_cached("SELECT queue FROM device_queues WHERE device_id = ?1")?;
+        let mut remove = tx.prepare_cached("DELETE FROM deliveries WHERE queue = ?1 AND message_id = ?2")?;
+        let mut queues: HashMap<DeviceId, Option<i64>> = HashMap::new();
         for (device, ids) in acks {
-            let device = device.to_string();
+            let device_queue = match queues.entry(*device) {
+                Entry::Occupied(known) => *known.get(),
+                Entry::Vacant(unknown) => {
+                    *unknown.insert(queue_of.query_row([device.to_string()], |row| row.get(0)).optional()?)
+                }
+            };
+            // A device deleted meanwhile has no queue left to take entries from.
+            let Some(device_queue) = device_queue else { continue };
             for id in ids {
-                if remove.execute(params![device, id])? > 0 {
+                if remove.execute(params![device_queue, id])? > 0 {
                     acknowledged += 1;
                     forgettable.push(*id);
                 }
@@ -173,26 +187,27 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
 /// Which recipients are live (neither gone nor revoked), each looked up once per batch:
 /// the batch holds the write lock, so no revocation lands between two of its messages.
 struct LiveDevices<'tx> {
-    is_live: rusqlite::CachedStatement<'tx>,
-    /// Each device seen, with its id as stored if it is live.
-    seen: HashMap<DeviceId, Option<String>>,
+    live_queue: rusqlite::CachedStatement<'tx>,
+    /// Each device seen, with its queue if it is live.
+    seen: HashMap<DeviceId, Option<i64>>,
 }
 
 impl<'tx> LiveDevices<'tx> {
     fn new(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
-        Ok(Self { is_live: tx.prepare_cached("SELECT 1 FROM devices WHERE id = ?1 AND revoked_at IS NULL")?, seen: HashMap::new() })
+        let live_queue = tx.prepare_cached(
+            "SELECT q.queue FROM devices d JOIN device_queues q ON q.device_id = d.id WHERE d.id = ?1 AND d.revoked_at IS NULL",
+        )?;
+        Ok(Self { live_queue, seen: HashMap::new() })
     }
 
-    fn live(&mut self, device: DeviceId) -> rusqlite::Result<Option<&str>> {
-        let id = match self.seen.entry(device) {
-            Entry::Occupied(seen) => seen.into_mut(),
+    fn live_queue(&mut self, device: DeviceId) -> rusqlite::Result<Option<i64>> {
+        match self.seen.entry(device) {
+            Entry::Occupied(seen) => Ok(*seen.get()),
             Entry::Vacant(unseen) => {
-                let id = device.to_string();
-                let live = self.is_live.exists([&id])?;
-                unseen.insert(live.then_some(id))
+                let queue = self.live_queue.query_row([device.to_string()], |row| row.get(0)).optional()?;
+                Ok(*unseen.insert(queue))
             }
-        };
-        Ok(id.as_deref())
+        }
     }
 }
 

@@ -208,6 +208,11 @@ impl DeviceStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from_write)?;
+            sqlx::query("INSERT INTO device_queues (device_id) VALUES ($1)")
+                .bind(d.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_write)?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok::<_, StoreError>(true)
         })?;

@@ -122,6 +122,7 @@ impl MessagingStore for SqlStore {
             .rows_affected()
                 > 0;
             if created {
+                sqlx::query("INSERT INTO group_keys (group_id) VALUES ($1)").bind(&group.id).execute(&mut *tx).await?;
                 for member in members {
                     sqlx::query(INSERT_MEMBER).bind(&group.id).bind(member.to_string()).execute(&mut *tx).await?;
                 }
@@ -198,9 +199,10 @@ impl MessagingStore for SqlStore {
     async fn queued_for(&self, device: DeviceId, after_id: i64, limit: i64) -> Result<Vec<QueuedMessage>, StoreError> {
         let rows: Vec<QueuedTuple> = on_pool!(&self.db, |pool| {
             sqlx::query_as(
-                "SELECT m.id, m.group_id, m.sender_device, m.kind, m.payload, m.urgent, m.created_at \
-                 FROM deliveries d JOIN messages m ON m.id = d.message_id \
-                 WHERE d.device_id = $1 AND d.message_id > $2 ORDER BY d.message_id LIMIT $3",
+                "SELECT m.id, g.group_id, m.sender_device, m.kind, m.payload, m.urgent, m.created_at \
+                 FROM device_queues q JOIN deliveries d ON d.queue = q.queue \
+                 JOIN messages m ON m.id = d.message_id JOIN group_keys g ON g.group_key = m.group_key \
+                 WHERE q.device_id = $1 AND d.message_id > $2 ORDER BY d.message_id LIMIT $3",
             )
             .bind(device.to_string())
             .bind(after_id)
@@ -214,10 +216,13 @@ impl MessagingStore for SqlStore {
     async fn drop_queue(&self, device: DeviceId) -> Result<u64, StoreError> {
         let dropped = on_pool!(&self.db, |pool| {
             let mut tx = pool.begin_write().await?;
-            let rows: Vec<(i64,)> = sqlx::query_as("DELETE FROM deliveries WHERE device_id = $1 RETURNING message_id")
-                .bind(device.to_string())
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows: Vec<(i64,)> = sqlx::query_as(
+                "DELETE FROM deliveries WHERE queue = (SELECT queue FROM device_queues WHERE device_id = $1) \
+                 RETURNING message_id",
+            )
+            .bind(device.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
             for (id,) in &rows {
                 sqlx::query(DELETE_IF_DELIVERED).bind(id).execute(&mut *tx).await?;
             }

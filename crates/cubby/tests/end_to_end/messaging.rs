@@ -188,10 +188,13 @@ async fn count_all(db: &str, sql: &'static str) -> Fallible<i64> {
     Ok(n)
 }
 
+/// How many messages are queued for a device.
+const QUEUED_FOR: &str = "SELECT COUNT(*) FROM deliveries d JOIN device_queues q ON q.queue = d.queue WHERE q.device_id = $1";
+
 /// Who the newest application message is still queued for.
 async fn recipients_of_latest_application(db: &str) -> Fallible<Vec<String>> {
-    let sql = "SELECT device_id FROM deliveries \
-               WHERE message_id = (SELECT MAX(id) FROM messages WHERE kind = 'application') ORDER BY device_id";
+    let sql = "SELECT q.device_id FROM deliveries d JOIN device_queues q ON q.queue = d.queue \
+               WHERE d.message_id = (SELECT MAX(id) FROM messages WHERE kind = 'application') ORDER BY q.device_id";
     let rows: Vec<(String,)> = with_db!(db, |conn| sqlx::query_as(sql).fetch_all(&mut conn).await?);
     Ok(rows.into_iter().map(|(d,)| d).collect())
 }
@@ -395,9 +398,10 @@ async fn a_revoked_device_reads_nothing_sent_after_its_removal(postgres: bool) -
     let refused = bob.sync(IDLE).await;
     assert!(matches!(&refused, Err(e) if e.is_unauthenticated()), "a revoked device synced: {refused:?}");
     // Its queue is gone, and the server proposed its removal (as the external sender) to the others.
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE device_id = $1", bob.device_id()).await?, 0);
+    assert_eq!(count(&db, QUEUED_FOR, bob.device_id()).await?, 0);
     let proposed = "SELECT COUNT(*) FROM messages m JOIN deliveries d ON d.message_id = m.id \
-                    WHERE m.kind = 'proposal' AND m.sender_device IS NULL AND d.device_id = $1";
+                    JOIN device_queues q ON q.queue = d.queue \
+                    WHERE m.kind = 'proposal' AND m.sender_device IS NULL AND q.device_id = $1";
     assert_eq!(count(&db, proposed, alice.device_id()).await?, 1, "no removal proposal queued for alice");
     assert_eq!(count(&db, proposed, toy.device_id()).await?, 1, "no removal proposal queued for the toy");
 
@@ -424,7 +428,7 @@ async fn a_revoked_device_reads_nothing_sent_after_its_removal(postgres: bool) -
     assert_eq!(texts(&events), ["before removal", "after removal"]);
     let leaked = bob.read_captured(&chat, &after).await;
     assert!(leaked.is_err(), "the revoked phone decrypted a message sent after its removal: {leaked:?}");
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE device_id = $1", bob.device_id()).await?, 0);
+    assert_eq!(count(&db, QUEUED_FOR, bob.device_id()).await?, 0);
     server.stop()?;
     Ok(())
 }
@@ -481,7 +485,7 @@ async fn the_server_refuses_outsiders_and_stale_commits(postgres: bool) -> TestR
         "{added:?}"
     );
     assert_eq!(server_epoch(&db, &chat).await?, epoch, "a refused commit moved the group");
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE device_id = $1", outsider.device_id()).await?, 0);
+    assert_eq!(count(&db, QUEUED_FOR, outsider.device_id()).await?, 0);
     assert_eq!(outsider.sync(IDLE).await?, [], "the outsider heard of the conversation");
     alice.send_text(&chat, "still just us").await?;
     assert_eq!(texts(&toy.sync(IDLE).await?), ["still just us"]);
