@@ -803,6 +803,17 @@ async fn a_new_sqlite_database_has_8_kib_pages() -> TestResult {
     Ok(())
 }
 
+/// SQLite only: the queue table is its own primary key (WITHOUT ROWID), as measured in
+/// migration 10: a rowid table would be one more b-tree for the writer to change per entry.
+#[tokio::test]
+async fn sqlite_s_queue_table_is_its_primary_key() -> TestResult {
+    let h = sqlite().await?;
+    let sql = "SELECT COUNT(*) FROM pragma_table_list WHERE name = 'deliveries' AND wr = 1";
+    assert_eq!(raw_count(&h.url, sql).await?, 1);
+    h.store.close().await;
+    Ok(())
+}
+
 // ---- media ---------------------------------------------------------------------------------
 // Scenarios of their own module (the same `store_suite!` expansion), so that this section
 // is appended without touching the list above.

@@ -46,12 +46,13 @@ AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_keyed');
 UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'messages'))
 WHERE name = 'messages_keyed' AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages');
 
--- The queues: one row per message and device still to receive it.
+-- The queues: one row per message and device still to receive it. WITHOUT ROWID: the
+-- primary key is the table, one b-tree fewer to change for each entry written or taken.
 CREATE TABLE deliveries_keyed (
     queue       INTEGER NOT NULL REFERENCES device_queues (queue) ON DELETE CASCADE,
     message_id  INTEGER NOT NULL REFERENCES messages_keyed (id) ON DELETE CASCADE,
     PRIMARY KEY (queue, message_id)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 INSERT INTO deliveries_keyed (queue, message_id)
 SELECT q.queue, d.message_id FROM deliveries d JOIN device_queues q ON q.device_id = d.device_id;

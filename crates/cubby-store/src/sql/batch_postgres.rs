@@ -118,7 +118,7 @@ pub(super) async fn write_batch(pool: &PgPool, batch: Vec<Append>, acks: Vec<(De
         }
 
         // Acknowledgements: one statement for all of the batch's devices (an OR of
-        // per-device IN lists, which both engines answer from the primary key), each
+        // per-device IN lists, which PostgreSQL answers from the primary key), each
         // device's ids packed into statements of at most IDS_PER_STATEMENT parameters.
         let mut statements: Vec<Vec<(String, &[i64])>> = Vec::new();
         let mut bound = IDS_PER_STATEMENT;
