@@ -32,7 +32,7 @@ impl SqliteWriter {
         // FULL: a commit survives power loss, not just a crash of the process.
         connection.pragma_update(None, "synchronous", "FULL")?;
         // Off on this connection only. Every row it writes is checked in its own transaction,
-        // under the write lock: a group by `group_exists`, each recipient by `LiveDevices`,
+        // under the write lock: a group by its key's lookup, each recipient by `Queues`,
         // a member by INSERT_MEMBER's select; a message is deleted only once nothing is
         // queued for it, so no cascade is needed. SQLite's own checks repeated those lookups
         // for every row (two per queue entry), 15 % of a fan-out batch's appends.
@@ -88,6 +88,7 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
     let mut queued = Vec::new();
     // Messages no device waits for: written for nobody live, or acknowledged by all.
     let mut forgettable = Vec::new();
+    let mut queues = Queues::new(&tx)?;
     {
         // A group's key exists as long as the group does (cascade).
         let mut group_key = tx.prepare_cached("SELECT group_key FROM group_keys WHERE group_id = ?1")?;
@@ -98,7 +99,6 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
         let mut queue = tx.prepare_cached(
             "INSERT INTO deliveries (queue, message_id) VALUES (?1, ?2) ON CONFLICT (queue, message_id) DO NOTHING",
         )?;
-        let mut recipients = LiveDevices::new(&tx)?;
         let mut group_keys: HashMap<&[u8], i64> = HashMap::new();
         'appends: for append in batch {
             // A group deleted since its sender looked it up refuses that append alone,
@@ -138,7 +138,7 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
                 let before = queued.len();
                 for device in &message.recipients {
                     // Only to live devices: one gone or revoked meanwhile gets nothing.
-                    let Some(device_queue) = recipients.live_queue(*device)? else { continue };
+                    let Some(device_queue) = queues.live_queue(*device)? else { continue };
                     if queue.execute(params![device_queue, id])? > 0 {
                         queued.push((*device, id));
                     }
@@ -154,18 +154,10 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
 
     let mut acknowledged = 0;
     {
-        let mut queue_of = tx.prepare_cached("SELECT queue FROM device_queues WHERE device_id = ?1")?;
         let mut remove = tx.prepare_cached("DELETE FROM deliveries WHERE queue = ?1 AND message_id = ?2")?;
-        let mut queues: HashMap<DeviceId, Option<i64>> = HashMap::new();
         for (device, ids) in acks {
-            let device_queue = match queues.entry(*device) {
-                Entry::Occupied(known) => *known.get(),
-                Entry::Vacant(unknown) => {
-                    *unknown.insert(queue_of.query_row([device.to_string()], |row| row.get(0)).optional()?)
-                }
-            };
             // A device deleted meanwhile has no queue left to take entries from.
-            let Some(device_queue) = device_queue else { continue };
+            let Some(device_queue) = queues.queue(*device)? else { continue };
             for id in ids {
                 if remove.execute(params![device_queue, id])? > 0 {
                     acknowledged += 1;
@@ -180,32 +172,46 @@ fn write(connection: &mut Connection, batch: &[Append], acks: &[(DeviceId, Vec<i
             forget.execute([id])?;
         }
     }
+    drop(queues); // its statement borrows the transaction
     tx.commit()?;
     Ok(BatchWritten { appended, acknowledged, queued, batch: Vec::new() })
 }
 
-/// Which recipients are live (neither gone nor revoked), each looked up once per batch:
-/// the batch holds the write lock, so no revocation lands between two of its messages.
-struct LiveDevices<'tx> {
-    live_queue: rusqlite::CachedStatement<'tx>,
-    /// Each device seen, with its queue if it is live.
-    seen: HashMap<DeviceId, Option<i64>>,
+/// Each device's queue, and whether the device is live (neither revoked nor gone), looked
+/// up once per batch for its messages and its acknowledgements alike (in a relay the same
+/// toys receive and acknowledge): the batch holds the write lock, so no revocation lands
+/// between two of its statements.
+struct Queues<'tx> {
+    lookup: rusqlite::CachedStatement<'tx>,
+    /// Each device seen, with its queue and whether it is live; none if it is gone.
+    seen: HashMap<DeviceId, Option<(i64, bool)>>,
 }
 
-impl<'tx> LiveDevices<'tx> {
+impl<'tx> Queues<'tx> {
     fn new(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
-        let live_queue = tx.prepare_cached(
-            "SELECT q.queue FROM devices d JOIN device_queues q ON q.device_id = d.id WHERE d.id = ?1 AND d.revoked_at IS NULL",
+        let lookup = tx.prepare_cached(
+            "SELECT q.queue, d.revoked_at IS NULL FROM device_queues q JOIN devices d ON d.id = q.device_id \
+             WHERE q.device_id = ?1",
         )?;
-        Ok(Self { live_queue, seen: HashMap::new() })
+        Ok(Self { lookup, seen: HashMap::new() })
     }
 
+    /// The queue of a device that may receive: none for one revoked or gone.
     fn live_queue(&mut self, device: DeviceId) -> rusqlite::Result<Option<i64>> {
+        Ok(self.of(device)?.and_then(|(queue, live)| live.then_some(queue)))
+    }
+
+    /// The queue of a device, revoked or not: none once it is gone.
+    fn queue(&mut self, device: DeviceId) -> rusqlite::Result<Option<i64>> {
+        Ok(self.of(device)?.map(|(queue, _)| queue))
+    }
+
+    fn of(&mut self, device: DeviceId) -> rusqlite::Result<Option<(i64, bool)>> {
         match self.seen.entry(device) {
             Entry::Occupied(seen) => Ok(*seen.get()),
             Entry::Vacant(unseen) => {
-                let queue = self.live_queue.query_row([device.to_string()], |row| row.get(0)).optional()?;
-                Ok(*unseen.insert(queue))
+                let found = self.lookup.query_row([device.to_string()], |row| Ok((row.get(0)?, row.get(1)?))).optional()?;
+                Ok(*unseen.insert(found))
             }
         }
     }
